@@ -40,3 +40,40 @@ pub fn stack_var(name: &str) -> Result<String> {
         .remove(name)
         .with_context(|| format!("{name} is not in stack.env: is that component part of the stack?"))
 }
+
+pub mod cluster;
+
+/// A name unique to this test run (lowercase, DNS-safe), e.g. `op-1a2b3c`.
+pub fn unique(prefix: &str) -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{:x}", (nanos ^ u128::from(std::process::id())) & 0xff_ffff)
+}
+
+/// Poll `f` until it yields `Some`, or fail after `timeout` with `what` in the message.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let start = std::time::Instant::now();
+    let mut last_err = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > timeout {
+            anyhow::bail!(
+                "timed out after {:?} waiting for {what}{}",
+                timeout,
+                last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

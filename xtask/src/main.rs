@@ -1,6 +1,8 @@
-//! `cargo xtask`: the project's own command. Local stack, demo, tests.
+//! `cargo xtask`: the project's own command. Local stack, demo, generated files, tests.
 
+mod generate;
 mod stack;
+mod test;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -19,6 +21,16 @@ enum Cmd {
         #[command(subcommand)]
         action: StackAction,
     },
+    /// The main job: bring the local stack up and show how to reach each part.
+    Demo,
+    /// Format check, clippy, then every test against the local stack (what CI runs).
+    Test {
+        /// Leave the stack running afterwards (to rerun single tests quickly).
+        #[arg(long)]
+        keep_stack: bool,
+    },
+    /// Regenerate every generated file (CRD YAML and the chart's copy) from the Rust types.
+    Generate,
 }
 
 #[derive(Subcommand)]
@@ -45,5 +57,21 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
+        Cmd::Demo => demo(&ctx),
+        Cmd::Test { keep_stack } => test::run(&ctx, keep_stack),
+        Cmd::Generate => generate::run(&ctx),
     }
+}
+
+fn demo(ctx: &stack::Ctx) -> Result<()> {
+    stack::up(ctx)?;
+    println!("\nThe local stack is up. Endpoints ({}):", stack::env_path(ctx).display());
+    for (k, v) in stack::read_env(ctx)? {
+        println!("  {k}={v}");
+    }
+    println!(
+        "\nTry:\n  export $(grep -v '^#' {} | xargs)\n  $KUBECTL get ns\n  curl -s $OPENSEARCH_URL\n\nStop it with `cargo xtask stack down`.",
+        stack::env_path(ctx).display()
+    );
+    Ok(())
 }

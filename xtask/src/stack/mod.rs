@@ -5,7 +5,13 @@
 //! starts them in order; `stack down` stops every process it recorded; `stack status` probes each.
 //! The endpoints of a running stack are written to `stack.env`, which tests read.
 
+mod kinesis;
+mod kubernetes;
+mod opensearch;
 mod process;
+mod prometheus;
+mod s3;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,6 +150,12 @@ pub fn progress(msg: &str) {
 
 fn components() -> Vec<Box<dyn Component>> {
     vec![
+        Box::new(kubernetes::Kubernetes),
+        Box::new(tools::Tools),
+        Box::new(kinesis::Kinesis),
+        Box::new(s3::S3),
+        Box::new(opensearch::OpenSearch),
+        Box::new(prometheus::Prometheus),
         // Filled in as the components land: kubernetes, tools (kubectl, helm), kinesis, s3,
         // opensearch, prometheus.
     ]

@@ -1,0 +1,43 @@
+//! The operator's one configuration: flags, each overridable from the environment.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tributary-operator", version, about = "Runs StreamingEnrichment pipelines")]
+pub struct OperatorConfig {
+    /// Job runtime image for resources that name none.
+    #[arg(long, env = "TRIBUTARY_RUNTIME_IMAGE", default_value = tributary_crds::DEFAULT_IMAGE)]
+    pub runtime_image: String,
+
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "TRIBUTARY_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Elect a leader through a coordination Lease, so several replicas can run safely.
+    #[arg(long, env = "TRIBUTARY_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "TRIBUTARY_LEASE_NAME", default_value = "tributary-operator-leader")]
+    pub lease_name: String,
+
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,265 @@
+//! The StatefulSet running the job runtime: one pod per share of the sales shards, each with its
+//! own state volume, meeting the restricted Pod Security Standard.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tributary_crds::job_config::{ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, STATE_DIR, env};
+use tributary_crds::{OpenSearchAuthKind, SecretKeyRef, StreamingEnrichment};
+
+use super::labels::{common_labels, selector_labels};
+use super::services::ADMIN_PORT_NAME;
+use super::{BuildInputs, names};
+
+/// Annotation on the pod template carrying the configuration hash: a new hash rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "tributary.dev/config-hash";
+pub const CONTAINER_NAME: &str = "runtime";
+pub const STATE_VOLUME: &str = "state";
+const CONFIG_VOLUME: &str = "config";
+const TMP_VOLUME: &str = "tmp";
+/// The runtime image's non-root user.
+const RUN_AS_USER: i64 = 65532;
+
+pub fn build(
+    se: &StreamingEnrichment,
+    name: &str,
+    namespace: &str,
+    owner: &OwnerReference,
+    inputs: &BuildInputs,
+    config_hash: &str,
+) -> StatefulSet {
+    let spec = &se.spec;
+    let overrides = spec.pod_overrides.clone().unwrap_or_default();
+
+    let mut pod_labels = overrides.labels.clone();
+    pod_labels.extend(common_labels(name, "job"));
+    let mut pod_annotations = overrides.annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+
+    StatefulSet {
+        metadata: ObjectMeta {
+            name: Some(names::statefulset(name)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(common_labels(name, "job")),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(StatefulSetSpec {
+            replicas: Some(inputs.replicas),
+            service_name: Some(names::headless_service(name)),
+            // Workers are independent; there is no reason to start them one by one.
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(name)),
+                ..Default::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..Default::default()
+            }),
+            // Scaling down or suspending keeps each replica's state; deleting the pipeline
+            // deletes its volumes (savepoints in S3 stay).
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: overrides.service_account_name.clone(),
+                    automount_service_account_token: Some(
+                        overrides.automount_service_account_token.unwrap_or(false),
+                    ),
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then(|| overrides.node_selector.clone()),
+                    tolerations: (!overrides.tolerations.is_empty())
+                        .then(|| overrides.tolerations.clone()),
+                    affinity: overrides.affinity.clone(),
+                    // Time for the runtime to stop reading, flush its sinks and checkpoint.
+                    termination_grace_period_seconds: Some(60),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(RUN_AS_USER),
+                        run_as_group: Some(RUN_AS_USER),
+                        fs_group: Some(RUN_AS_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container(se, inputs)],
+                    volumes: Some(vec![
+                        Volume {
+                            name: CONFIG_VOLUME.into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names::config_map(name),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: TMP_VOLUME.into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(STATE_VOLUME.into()),
+                    labels: Some(selector_labels(name)),
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".into()]),
+                    storage_class_name: spec.storage.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            spec.storage.size.clone(),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(se: &StreamingEnrichment, inputs: &BuildInputs) -> Container {
+    let spec = &se.spec;
+    let probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(ADMIN_PORT_NAME.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(3),
+        ..Default::default()
+    };
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| inputs.default_image.clone())),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        args: Some(vec![
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        env: Some(env_vars(se)),
+        ports: Some(vec![ContainerPort {
+            name: Some(ADMIN_PORT_NAME.into()),
+            container_port: i32::from(ADMIN_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        resources: spec.resources.clone(),
+        // Restoring a large state can take minutes: the startup probe gives it 10 minutes
+        // before liveness starts counting.
+        startup_probe: Some(probe("/healthz", 5, 120)),
+        liveness_probe: Some(probe("/healthz", 10, 6)),
+        readiness_probe: Some(probe("/readyz", 5, 3)),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: CONFIG_VOLUME.into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: STATE_VOLUME.into(),
+                mount_path: STATE_DIR.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: TMP_VOLUME.into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn env_vars(se: &StreamingEnrichment) -> Vec<EnvVar> {
+    let mut vars = vec![EnvVar {
+        name: env::POD_NAME.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if let Some(creds) = &se.spec.aws.credentials {
+        vars.push(secret_env(env::AWS_ACCESS_KEY_ID, &creds.access_key_id));
+        vars.push(secret_env(env::AWS_SECRET_ACCESS_KEY, &creds.secret_access_key));
+    }
+    let auth = &se.spec.sinks.opensearch.auth;
+    if auth.kind == OpenSearchAuthKind::Basic {
+        if let Some(u) = &auth.username {
+            vars.push(secret_env(env::OPENSEARCH_USERNAME, u));
+        }
+        if let Some(p) = &auth.password {
+            vars.push(secret_env(env::OPENSEARCH_PASSWORD, p));
+        }
+    }
+    vars
+}
