@@ -37,3 +37,86 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd_json() -> serde_json::Value {
+        serde_json::to_value(&crds()[0]).unwrap()
+    }
+
+    #[test]
+    fn examples_parse_with_defaults() {
+        for f in ["minimal.yaml", "full.yaml"] {
+            let path = format!("{}/../examples/{f}", env!("CARGO_MANIFEST_DIR"));
+            let se: StreamingEnrichment =
+                serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(se.spec.sources.sales.stream, "ara-web-sale", "{f}");
+        }
+        let path = format!("{}/../examples/minimal.yaml", env!("CARGO_MANIFEST_DIR"));
+        let se: StreamingEnrichment =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(se.spec.join.max_wait, Duration::from_secs(600));
+        assert_eq!(se.spec.upgrade_mode, UpgradeMode::LastState);
+        assert_eq!(se.spec.sinks.opensearch.document_id, "{order_id}:{item_id}");
+        assert_eq!(se.spec.sinks.opensearch.write_alias, "ara-write");
+        assert!(se.spec.sinks.opensearch.template.managed);
+        assert_eq!(se.spec.storage.size.0, "10Gi");
+    }
+
+    #[test]
+    fn crd_has_names_columns_and_scale() {
+        let crd = crd_json();
+        assert_eq!(crd["spec"]["group"], "tributary.dev");
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "se");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["name"], "v1alpha1");
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, ["Ready", "Replicas", "Shards", "Last Savepoint", "Age"]);
+        let scale = &v["subresources"]["scale"];
+        assert_eq!(scale["specReplicasPath"], ".spec.replicas");
+        assert_eq!(scale["statusReplicasPath"], ".status.replicas");
+        assert_eq!(scale["labelSelectorPath"], ".status.selector");
+        assert!(v["subresources"]["status"].is_object());
+    }
+
+    #[test]
+    fn crd_schema_carries_the_cel_rules_and_enums() {
+        let text = serde_json::to_string(&crd_json()).unwrap();
+        for rule in [
+            "self.minReplicas <= self.maxReplicas",
+            "self.scaling.mode != 'Manual' || has(self.replicas)",
+            "self.upgradeMode != 'Savepoint' || has(self.savepoints)",
+            "self.reader != 'EnhancedFanOut' || has(self.consumerName)",
+            "self.type != 'Basic' || (has(self.username) && has(self.password))",
+        ] {
+            assert!(text.contains(rule), "missing CEL rule {rule}");
+        }
+        let spec = &crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["spec"];
+        assert_eq!(
+            spec["properties"]["upgradeMode"]["enum"],
+            serde_json::json!(["Stateless", "Savepoint", "LastState"])
+        );
+        let required: Vec<&str> = spec["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        for r in ["sources", "reference", "sinks", "deadLetter"] {
+            assert!(required.contains(&r), "{r} must be required");
+        }
+        assert_eq!(
+            spec["properties"]["join"]["properties"]["maxWait"]["pattern"],
+            duration::DURATION_PATTERN
+        );
+    }
+}

@@ -193,7 +193,7 @@ pub struct SecretKeyRef {
 }
 
 /// AWS access shared by the Kinesis and S3 clients of the job.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsSpec {
     /// Region of the streams and buckets unless a source overrides it.
@@ -217,6 +217,18 @@ pub struct AwsSpec {
 
 fn default_region() -> String {
     "us-east-1".into()
+}
+
+impl Default for AwsSpec {
+    fn default() -> Self {
+        Self {
+            region: default_region(),
+            credentials: None,
+            kinesis_endpoint: None,
+            s3_endpoint: None,
+            s3_force_path_style: false,
+        }
+    }
 }
 
 /// Static AWS credentials, each from a Secret key.

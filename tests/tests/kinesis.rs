@@ -17,8 +17,9 @@ use aws_sdk_kinesis::types::{
 const TIMEOUT: Duration = Duration::from_secs(60);
 const RECORDS_PER_SHARD: usize = 10;
 
-async fn client() -> Result<Client> {
-    let endpoint = tributary_tests::stack_var("KINESIS_ENDPOINT")?;
+/// A client of the server at the stack variable `endpoint_var`.
+async fn client(endpoint_var: &str) -> Result<Client> {
+    let endpoint = tributary_tests::stack_var(endpoint_var)?;
     let config = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(tributary_tests::stack_var("AWS_REGION")?))
@@ -131,20 +132,11 @@ async fn read_shard(
     Ok(records)
 }
 
-async fn exercise(client: &Client, stream: &str) -> Result<()> {
-    client
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(2)
-        .send()
-        .await
-        .context("CreateStream")?;
-    wait_active(client, stream).await?;
-
+/// Write [`RECORDS_PER_SHARD`] records to every shard of `stream` (each addressed by the shard's
+/// starting hash key, each with its own partition key), check where they landed, and read them
+/// all back from TRIM_HORIZON. Returns the ids of the shards written.
+async fn put_and_read_back(client: &Client, stream: &str) -> Result<Vec<String>> {
     let shards = list_shards(client, stream).await?;
-    ensure!(shards.len() == 2, "expected 2 shards, got {shards:?}");
-
-    // Records addressed to each shard by its starting hash key, each with its own partition key.
     let mut expected: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     let mut entries = Vec::new();
     let mut targets = Vec::new();
@@ -195,6 +187,20 @@ async fn exercise(client: &Client, stream: &str) -> Result<()> {
             want.len()
         );
     }
+    Ok(expected.into_keys().collect())
+}
+
+async fn exercise(client: &Client, stream: &str) -> Result<()> {
+    client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(2)
+        .send()
+        .await
+        .context("CreateStream")?;
+    wait_active(client, stream).await?;
+    let parents = put_and_read_back(client, stream).await?;
+    ensure!(parents.len() == 2, "expected 2 shards, got {parents:?}");
 
     client
         .update_shard_count()
@@ -213,7 +219,7 @@ async fn exercise(client: &Client, stream: &str) -> Result<()> {
         open.len(),
         after.len()
     );
-    for parent in expected.keys() {
+    for parent in &parents {
         let closed = after
             .iter()
             .find(|s| s.shard_id() == parent)
@@ -223,18 +229,47 @@ async fn exercise(client: &Client, stream: &str) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn stream_put_read_reshard() -> Result<()> {
-    let client = client().await?;
-    let stream = unique_name("tributary-test");
-    let result = exercise(&client, &stream).await;
-    let deleted = client
+async fn delete(client: &Client, stream: &str) -> Result<()> {
+    client
         .delete_stream()
-        .stream_name(&stream)
+        .stream_name(stream)
         .enforce_consumer_deletion(true)
         .send()
-        .await;
-    result?;
-    deleted.context("DeleteStream")?;
+        .await
+        .context("DeleteStream")?;
     Ok(())
+}
+
+#[tokio::test]
+async fn stream_put_read_reshard() -> Result<()> {
+    let client = client("KINESIS_ENDPOINT").await?;
+    let stream = unique_name("tributary-test");
+    let result = exercise(&client, &stream).await;
+    let deleted = delete(&client, &stream).await;
+    result?;
+    deleted
+}
+
+/// kinesalite, the fast server for volume tests, answers the same SDK calls (no resharding).
+#[tokio::test]
+async fn volume_endpoint_put_read() -> Result<()> {
+    let client = client("KINESIS_VOLUME_ENDPOINT").await?;
+    let stream = unique_name("tributary-volume-test");
+    client
+        .create_stream()
+        .stream_name(&stream)
+        .shard_count(2)
+        .send()
+        .await
+        .context("CreateStream")?;
+    let result = async {
+        wait_active(&client, &stream).await?;
+        let shards = put_and_read_back(&client, &stream).await?;
+        ensure!(shards.len() == 2, "expected 2 shards, got {shards:?}");
+        Ok(())
+    }
+    .await;
+    let deleted = delete(&client, &stream).await;
+    result?;
+    deleted
 }

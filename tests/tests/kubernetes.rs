@@ -40,7 +40,9 @@ where
 }
 
 fn statefulset(name: &str) -> StatefulSet {
-    let labels = [("app".to_string(), name.to_string())].into_iter().collect();
+    let labels = [("app".to_string(), name.to_string())]
+        .into_iter()
+        .collect();
     StatefulSet {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -55,7 +57,11 @@ fn statefulset(name: &str) -> StatefulSet {
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some([("app".to_string(), name.to_string())].into_iter().collect()),
+                    labels: Some(
+                        [("app".to_string(), name.to_string())]
+                            .into_iter()
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -85,9 +85,13 @@ impl Component for Kubernetes {
             pki.kubeconfig("kube-controller-manager", "kcm.crt", "kcm.key")?,
         )?;
 
-        start_or_wait(ctx, ETCD, Duration::from_secs(60), etcd_cmd(ctx, &data), || {
-            etcd_ready()
-        })?;
+        start_or_wait(
+            ctx,
+            ETCD,
+            Duration::from_secs(60),
+            etcd_cmd(ctx, &data),
+            || etcd_ready(),
+        )?;
         start_or_wait(
             ctx,
             APISERVER,
@@ -136,7 +140,10 @@ pub fn kubeconfig_path(ctx: &Ctx) -> PathBuf {
 pub(super) fn kube_ldflags() -> String {
     let minor = KUBERNETES_VERSION.split('.').nth(1).unwrap_or_default();
     let mut flags = String::from("-s -w");
-    for pkg in ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"] {
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
         flags.push_str(&format!(
             " -X {pkg}.gitVersion={KUBERNETES_VERSION} -X {pkg}.gitMajor=1 \
              -X {pkg}.gitMinor={minor} -X {pkg}.gitTreeState=clean"
@@ -195,16 +202,37 @@ fn apiserver_cmd(ctx: &Ctx, pki: &Pki) -> Command {
     cmd.arg("--advertise-address=127.0.0.1")
         .arg("--bind-address=127.0.0.1")
         .arg(format!("--secure-port={API_PORT}"))
-        .arg(format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"))
+        .arg(format!(
+            "--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"
+        ))
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
         .arg(format!("--client-ca-file={}", pki.path("ca.crt")))
         .arg(format!("--tls-cert-file={}", pki.path("apiserver.crt")))
-        .arg(format!("--tls-private-key-file={}", pki.path("apiserver.key")))
+        .arg(format!(
+            "--tls-private-key-file={}",
+            pki.path("apiserver.key")
+        ))
         .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
         .arg(format!("--service-account-key-file={}", pki.path("sa.pub")))
         .arg(format!(
             "--service-account-signing-key-file={}",
             pki.path("sa.key")
+        ))
+        .arg(format!(
+            "--requestheader-client-ca-file={}",
+            pki.path("front-proxy-ca.crt")
+        ))
+        .arg("--requestheader-allowed-names=front-proxy-client")
+        .arg("--requestheader-username-headers=X-Remote-User")
+        .arg("--requestheader-group-headers=X-Remote-Group")
+        .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
+        .arg(format!(
+            "--proxy-client-cert-file={}",
+            pki.path("front-proxy-client.crt")
+        ))
+        .arg(format!(
+            "--proxy-client-key-file={}",
+            pki.path("front-proxy-client.key")
         ))
         .arg("--authorization-mode=Node,RBAC")
         // The default plugins (NamespaceLifecycle, ServiceAccount, ResourceQuota, ...) stay on;
@@ -241,7 +269,10 @@ fn kcm_cmd(ctx: &Ctx, pki: &Pki, kubeconfig: &Path) -> Command {
             "--service-account-private-key-file={}",
             pki.path("sa.key")
         ))
-        .arg(format!("--cluster-signing-cert-file={}", pki.path("ca.crt")))
+        .arg(format!(
+            "--cluster-signing-cert-file={}",
+            pki.path("ca.crt")
+        ))
         .arg(format!("--cluster-signing-key-file={}", pki.path("ca.key")))
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
         .arg("--cluster-name=tributary")
@@ -250,7 +281,8 @@ fn kcm_cmd(ctx: &Ctx, pki: &Pki, kubeconfig: &Path) -> Command {
     cmd
 }
 
-/// `curl` succeeded and its output contains `expect`.
+/// `curl` succeeded and its output contains `expect` (curl takes option values as separate
+/// arguments, not `--opt=value`).
 fn curl(args: &[String], expect: &str) -> bool {
     Command::new("curl")
         .args(["--silent", "--fail", "--max-time", "3"])
@@ -270,9 +302,12 @@ fn apiserver_ready(pki: &Pki) -> bool {
     pki.complete()
         && curl(
             &[
-                format!("--cacert={}", pki.path("ca.crt")),
-                format!("--cert={}", pki.path("admin.crt")),
-                format!("--key={}", pki.path("admin.key")),
+                "--cacert".into(),
+                pki.path("ca.crt"),
+                "--cert".into(),
+                pki.path("admin.crt"),
+                "--key".into(),
+                pki.path("admin.key"),
                 format!("https://127.0.0.1:{API_PORT}/readyz"),
             ],
             "ok",
@@ -283,7 +318,8 @@ fn kcm_ready(pki: &Pki) -> bool {
     pki.complete()
         && curl(
             &[
-                format!("--cacert={}", pki.path("ca.crt")),
+                "--cacert".into(),
+                pki.path("ca.crt"),
                 format!("https://127.0.0.1:{KCM_PORT}/healthz"),
             ],
             "ok",
@@ -343,7 +379,14 @@ pub(super) fn go_build(
         let start = Instant::now();
         let mut child = Command::new(&go)
             .current_dir(&module_dir)
-            .args(["build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o"])
+            .args([
+                "build",
+                "-trimpath",
+                "-buildvcs=false",
+                "-ldflags",
+                ldflags,
+                "-o",
+            ])
             .arg(&out)
             .arg(pkg)
             .spawn()
@@ -363,10 +406,14 @@ pub(super) fn go_build(
             std::thread::sleep(Duration::from_millis(500));
         };
         if !status.success() {
-            bail!("go build {pkg} (in {}) failed with {status}", module_dir.display());
+            bail!(
+                "go build {pkg} (in {}) failed with {status}",
+                module_dir.display()
+            );
         }
-        std::fs::rename(&out, bin(ctx, name))
-            .with_context(|| format!("moving {} into {}", out.display(), ctx.bin_dir().display()))?;
+        std::fs::rename(&out, bin(ctx, name)).with_context(|| {
+            format!("moving {} into {}", out.display(), ctx.bin_dir().display())
+        })?;
         std::fs::write(bin(ctx, &format!("{name}.version")), version)?;
         progress(&format!(
             "built {name} {version} in {:.0}s",
@@ -379,14 +426,71 @@ pub(super) fn go_build(
 // ---------------------------------------------------------------------------------------------
 // Certificates and kubeconfigs
 
-/// The stack's private PKI, generated once (all files or none) and kept across restarts.
+/// Client and serving certificates: (file stem, issuing CA, common name, organisation, SANs,
+/// serving certificate?).
+const LEAVES: &[(&str, &str, &str, Option<&str>, &[&str], bool)] = &[
+    (
+        "apiserver",
+        "ca",
+        "kube-apiserver",
+        None,
+        &[
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            SERVICE_FIRST_IP,
+        ],
+        true,
+    ),
+    (
+        "kcm-serving",
+        "ca",
+        "kube-controller-manager",
+        None,
+        &["127.0.0.1", "localhost"],
+        true,
+    ),
+    (
+        "admin",
+        "ca",
+        "tributary-admin",
+        Some("system:masters"),
+        &[],
+        false,
+    ),
+    (
+        "kcm",
+        "ca",
+        "system:kube-controller-manager",
+        None,
+        &[],
+        false,
+    ),
+    // The API server's client identity towards aggregated API servers; with the front-proxy CA
+    // in `extension-apiserver-authentication`, delegated authentication (the controller-manager's
+    // own secure port) works without complaints.
+    (
+        "front-proxy-client",
+        "front-proxy-ca",
+        "front-proxy-client",
+        None,
+        &[],
+        false,
+    ),
+];
+
+/// The stack's private PKI in one folder, generated once and kept across restarts. Files that are
+/// missing are generated (signed by the existing CA, whose key is kept); a new CA re-issues its
+/// certificates. ECDSA P-256 keys throughout: Go, rustls/ring and curl accept them, and the
+/// service-account tokens are ES256.
 struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    const COMPLETE: &str = "complete";
-
     fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
@@ -396,8 +500,33 @@ impl Pki {
             .with_context(|| format!("reading {}", self.dir.join(file).display()))
     }
 
+    fn has(&self, file: &str) -> bool {
+        installed(&self.dir.join(file))
+    }
+
+    fn has_pair(&self, stem: &str) -> bool {
+        self.has(&format!("{stem}.crt")) && self.has(&format!("{stem}.key"))
+    }
+
     fn complete(&self) -> bool {
-        self.dir.join(Self::COMPLETE).exists()
+        ["ca", "front-proxy-ca"]
+            .iter()
+            .chain(LEAVES.iter().map(|l| &l.0))
+            .all(|stem| self.has_pair(stem))
+            && self.has("sa.key")
+            && self.has("sa.pub")
+    }
+
+    /// Write a file atomically (temporary file, then rename); keys are private to the user.
+    fn write(&self, file: &str, body: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = self.dir.join(format!("{file}.tmp"));
+        std::fs::write(&tmp, body)?;
+        if file.ends_with(".key") {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::fs::rename(&tmp, self.dir.join(file))?;
+        Ok(())
     }
 
     fn ensure(dir: &Path) -> Result<Pki> {
@@ -408,14 +537,69 @@ impl Pki {
             return Ok(pki);
         }
         progress(&format!("generating certificates in {}", dir.display()));
-        let tmp = dir.with_extension("tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        generate_pki(&tmp)?;
-        std::fs::write(tmp.join(Self::COMPLETE), "")?;
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::rename(&tmp, dir)?;
+        std::fs::create_dir_all(dir)?;
+        let ca = pki.ca("ca", "tributary-ca")?;
+        let front_proxy_ca = pki.ca("front-proxy-ca", "tributary-front-proxy-ca")?;
+        for &(stem, ca_stem, cn, org, sans, server) in LEAVES {
+            let (issuer, fresh) = if ca_stem == "ca" {
+                (&ca.0, ca.1)
+            } else {
+                (&front_proxy_ca.0, front_proxy_ca.1)
+            };
+            if fresh || !pki.has_pair(stem) {
+                pki.leaf(issuer, stem, cert_params(cn, org, sans)?, server)?;
+            }
+        }
+        if !(pki.has("sa.key") && pki.has("sa.pub")) {
+            let sa = KeyPair::generate()?;
+            pki.write("sa.key", &sa.serialize_pem())?;
+            pki.write("sa.pub", &sa.public_key_pem())?;
+        }
         Ok(pki)
+    }
+
+    /// Load the CA `<stem>.crt/.key`, or create it; true when created.
+    fn ca(&self, stem: &str, cn: &str) -> Result<(Issuer<'static, KeyPair>, bool)> {
+        let mut params = cert_params(cn, None, &[])?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        if self.has_pair(stem) {
+            let key = KeyPair::from_pem(&self.read(&format!("{stem}.key"))?)?;
+            // Signing needs the subject and the key only, both as when the CA was created.
+            return Ok((Issuer::new(params, key), false));
+        }
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        self.write(&format!("{stem}.key"), &key.serialize_pem())?;
+        self.write(&format!("{stem}.crt"), &cert.pem())?;
+        Ok((Issuer::new(params, key), true))
+    }
+
+    fn leaf(
+        &self,
+        issuer: &Issuer<'_, KeyPair>,
+        stem: &str,
+        mut params: CertificateParams,
+        server: bool,
+    ) -> Result<()> {
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, issuer)?;
+        self.write(&format!("{stem}.key"), &key.serialize_pem())?;
+        self.write(&format!("{stem}.crt"), &cert.pem())
     }
 
     /// A kubeconfig with the CA and the client certificate embedded (base64), as both kube-rs and
@@ -448,105 +632,24 @@ current-context: tributary
     }
 }
 
-fn write_key(path: &Path, pem: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, pem)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
-}
-
 fn cert_params(cn: &str, org: Option<&str>, sans: &[&str]) -> Result<CertificateParams> {
     let mut params =
         CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
     if let Some(org) = org {
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
     }
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
     Ok(params)
 }
 
-/// ECDSA P-256 keys throughout: Go, rustls/ring and curl all accept them, and the
-/// service-account tokens are ES256.
-fn generate_pki(dir: &Path) -> Result<()> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = cert_params("tributary-ca", None, &[])?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    std::fs::write(dir.join("ca.crt"), ca.self_signed(&ca_key)?.pem())?;
-    write_key(&dir.join("ca.key"), &ca_key.serialize_pem())?;
-    let issuer = Issuer::new(ca, &ca_key);
-
-    let leaf = |file: &str, params: CertificateParams, server: bool| -> Result<()> {
-        let mut params = params;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        params.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-        std::fs::write(dir.join(format!("{file}.crt")), cert.pem())?;
-        write_key(&dir.join(format!("{file}.key")), &key.serialize_pem())
-    };
-    leaf(
-        "apiserver",
-        cert_params(
-            "kube-apiserver",
-            None,
-            &[
-                "127.0.0.1",
-                "localhost",
-                "kubernetes",
-                "kubernetes.default",
-                "kubernetes.default.svc",
-                "kubernetes.default.svc.cluster.local",
-                SERVICE_FIRST_IP,
-            ],
-        )?,
-        true,
-    )?;
-    leaf(
-        "kcm-serving",
-        cert_params(
-            "kube-controller-manager",
-            None,
-            &["127.0.0.1", "localhost"],
-        )?,
-        true,
-    )?;
-    leaf(
-        "admin",
-        cert_params("tributary-admin", Some("system:masters"), &[])?,
-        false,
-    )?;
-    leaf(
-        "kcm",
-        cert_params("system:kube-controller-manager", None, &[])?,
-        false,
-    )?;
-
-    let sa = KeyPair::generate()?;
-    write_key(&dir.join("sa.key"), &sa.serialize_pem())?;
-    std::fs::write(dir.join("sa.pub"), sa.public_key_pem())?;
-    Ok(())
-}
-
 /// Standard base64 with padding (kubeconfig `*-data` fields).
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
@@ -618,13 +721,24 @@ mod tests {
             "kcm.key",
             "kcm-serving.crt",
             "kcm-serving.key",
+            "front-proxy-ca.crt",
+            "front-proxy-client.key",
             "sa.key",
             "sa.pub",
         ] {
             assert!(installed(&dir.join("pki").join(f)), "{f} missing");
         }
+        assert!(pki.complete());
+        let admin = pki.read("admin.crt")?;
         let again = Pki::ensure(&dir.join("pki"))?;
         assert_eq!(again.read("ca.crt")?, ca);
+        assert_eq!(again.read("admin.crt")?, admin);
+        // A missing certificate is re-issued by the kept CA.
+        std::fs::remove_file(dir.join("pki/admin.crt"))?;
+        let again = Pki::ensure(&dir.join("pki"))?;
+        assert!(again.complete());
+        assert_eq!(again.read("ca.crt")?, ca);
+        assert_ne!(again.read("admin.crt")?, admin);
         let kubeconfig = again.kubeconfig("admin", "admin.crt", "admin.key")?;
         assert!(kubeconfig.contains("certificate-authority-data: LS0t"));
         std::fs::remove_dir_all(&dir)?;

@@ -4,19 +4,18 @@
 //! the transport-netty4 module; no bundled JDK, no other module). Everything else a full
 //! distribution would hold comes from what Central publishes next to it, as pinned in
 //! `xtask/maven/opensearch/pom.xml`:
-//! - the modules mapper-extras (`scaled_float`), lang-painless and analysis-common: Central has
-//!   their jars (and lang-painless's dependencies), not their module folders, so the install lays
-//!   out `modules/<name>/` itself: the jars, a `plugin-descriptor.properties` and, for painless,
-//!   the module's security policy; the same shape as transport-netty4, whose module folder is its
-//!   `-client` jar plus a descriptor;
+//! - the modules mapper-extras (`scaled_float`), lang-painless, analysis-common and reindex:
+//!   Central has their jars (and their dependencies), not their module folders, so the install
+//!   lays out `modules/<name>/` itself: the jars, a `plugin-descriptor.properties` and the module's
+//!   security policy where it has one; the same shape as transport-netty4, whose module folder is
+//!   its `-client` jar plus a descriptor;
 //! - the plugin opensearch-security, installed with `opensearch-plugin` and disabled
 //!   (`plugins.security.disabled=true`). Central has it only for 2.19.3.0 and 2.19.4.0, so its
 //!   descriptor is rewritten from `opensearch.version=2.19.4` to the range `~2.19.4`
 //!   (2.19.4 <= v < 2.20.0), which OpenSearch 2.x descriptors support.
 //!
-//! Not on Central, so not installed: index-management (ISM), reindex (only its `-client` jar, and
-//! the module needs the REST client and Apache HTTP jars), and the job scheduler is left out with
-//! ISM, its only user here.
+//! Not on Central, so not installed: index-management (ISM). The job scheduler (Central has
+//! 2.19.0.0 and 2.19.4.0 zips) is left out with ISM, its only user here.
 //!
 //! OpenSearch refuses to run as root. When `stack up` runs as root (CI, these machines), the node
 //! runs in a user namespace of its own (`unshare --user --map-user=1000`): inside, its uid is 1000;
@@ -38,9 +37,10 @@ const VERSION: &str = "2.19.6";
 /// The newest 2.19 opensearch-security on Maven Central.
 const SECURITY_VERSION: &str = "2.19.4.0";
 const SECURITY_RANGE: &str = "~2.19.4";
+/// Bump when `install` lays the folder out differently, so existing installs are redone.
+const INSTALL_LAYOUT: u32 = 2;
 const HOST: &str = "127.0.0.1";
 const HTTP_PORT: u16 = 9200;
-const TRANSPORT_PORT: u16 = 9300;
 
 /// JVM heap. The machine has 2 cores and 24 GiB shared with kind (a Kubernetes node), the
 /// Kinesis and S3 servers, Prometheus and the Rust/C++ builds. 1 GiB is plenty for test indices of
@@ -97,8 +97,34 @@ fn modules() -> Vec<Module> {
             classname: "org.opensearch.analysis.common.CommonAnalysisPlugin",
             // Its jar registers a painless extension, so it loads as a child of lang-painless.
             extended: "lang-painless",
-            jars: vec![format!("analysis-common-{VERSION}.jar")],
+            jars: vec![format!("analysis-common-{v}.jar")],
             policy: None,
+        },
+        Module {
+            name: "reindex",
+            description: "The Reindex module adds APIs to reindex from one index to another or \
+                          update documents in place.",
+            classname: "org.opensearch.index.reindex.ReindexPlugin",
+            extended: "",
+            jars: vec![
+                format!("reindex-client-{v}.jar"),
+                format!("opensearch-rest-client-{v}.jar"),
+                format!("opensearch-ssl-config-{v}.jar"),
+                "httpclient-4.5.14.jar".into(),
+                "httpcore-4.4.16.jar".into(),
+                "httpasyncclient-4.1.5.jar".into(),
+                "httpcore-nio-4.4.16.jar".into(),
+                "commons-codec-1.18.0.jar".into(),
+                "commons-logging-1.2.jar".into(),
+            ],
+            // The module's own policy: reindex-from-remote opens connections with the REST client.
+            policy: Some(
+                "grant {\n  permission java.net.SocketPermission \"*\", \"connect\";\n};\n\
+                 grant codeBase \"${codebase.opensearch-rest-client}\" {\n  \
+                 permission java.net.NetPermission \"getProxySelector\";\n};\n\
+                 grant codeBase \"${codebase.httpasyncclient}\" {\n  \
+                 permission java.net.NetPermission \"getProxySelector\";\n};\n",
+            ),
         },
     ]
 }
@@ -125,7 +151,8 @@ fn marker_path(ctx: &Ctx) -> PathBuf {
 /// The marker's content: a change to what is installed makes `install` redo it.
 fn marker_content() -> String {
     format!(
-        "opensearch {VERSION}\nmodules {}\nplugins {SECURITY_PLUGIN}-{SECURITY_VERSION}\n",
+        "opensearch {VERSION}\nmodules {}\nplugins {SECURITY_PLUGIN}-{SECURITY_VERSION}\n\
+         layout {INSTALL_LAYOUT}\n",
         modules()
             .iter()
             .map(|m| m.name)
@@ -148,6 +175,13 @@ impl Component for OpenSearch {
         if installed(&marker) && std::fs::read_to_string(&marker)? == marker_content() {
             return Ok(());
         }
+        if ctx.is_running("opensearch") {
+            bail!(
+                "the running OpenSearch is not the pinned install ({}); \
+                 stop it first: cargo xtask stack down",
+                marker.display()
+            );
+        }
         require_tool("mvn", "apt-get install -y maven")?;
         require_tool("unzip", "apt-get install -y unzip")?;
         let java_home = java_home()?;
@@ -161,11 +195,7 @@ impl Component for OpenSearch {
             Command::new("mvn")
                 .args(["-q", "-B", "-C", "-f"])
                 .arg(&pom)
-                .args([
-                    "dependency:copy-dependencies",
-                    "-DexcludeTransitive=true",
-                    "-DoverWriteIfNewer=true",
-                ])
+                .args(["dependency:copy-dependencies", "-DexcludeTransitive=true"])
                 .arg(format!("-DoutputDirectory={}", downloads.display())),
         )?;
         let checksums = ctx.repo.join("xtask/maven/opensearch/checksums");
@@ -211,6 +241,21 @@ impl Component for OpenSearch {
 
         install_security(&home, &scratch, &downloads, &java_home)?;
 
+        // jvm.options logs GC to `logs/gc.log`, relative to the install folder the launcher runs
+        // from; `start` sends it to the data folder instead.
+        let jvm_options = home.join("config/jvm.options");
+        let options: String = std::fs::read_to_string(&jvm_options)?
+            .lines()
+            .map(|l| {
+                if l.contains("-Xlog:") && l.contains("file=logs/gc.log") {
+                    format!("# {l} (moved to OPENSEARCH_JAVA_OPTS by cargo xtask stack up)\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&jvm_options, options)?;
+
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::rename(&home, &dest)
             .with_context(|| format!("moving {} to {}", home.display(), dest.display()))?;
@@ -251,7 +296,6 @@ impl Component for OpenSearch {
                 "discovery.type=single-node".into(),
                 format!("network.host={HOST}"),
                 format!("http.port={HTTP_PORT}"),
-                format!("transport.port={TRANSPORT_PORT}"),
                 format!("path.data={}", data.join("data").display()),
                 format!("path.logs={}", data.join("logs").display()),
                 // The disk may be fairly full: never stop allocating shards or mark indices
@@ -267,14 +311,18 @@ impl Component for OpenSearch {
                 .env("OPENSEARCH_JAVA_HOME", &java_home)
                 .env(
                     "OPENSEARCH_JAVA_OPTS",
+                    // After jvm.options, so these win. The launcher runs the JVM from the
+                    // install folder: keep the GC log (taken out of jvm.options at install),
+                    // heap dumps and crash files under the data folder instead.
                     format!(
-                        "{HEAP} -XX:HeapDumpPath={} -XX:ErrorFile={}/hs_err_pid%p.log",
-                        data.join("tmp").display(),
-                        data.join("logs").display()
+                        "{HEAP} -XX:HeapDumpPath={tmp} -XX:ErrorFile={logs}/hs_err_pid%p.log \
+                         -Xlog:gc*,gc+age=trace,safepoint:file={logs}/gc.log:utctime,pid,tags:\
+                         filecount=4,filesize=16m",
+                        tmp = data.join("tmp").display(),
+                        logs = data.join("logs").display()
                     ),
                 )
                 .env("OPENSEARCH_TMPDIR", data.join("tmp"))
-                // jvm.options writes the GC log to the relative `logs/gc.log`.
                 .current_dir(&data);
             let pid = ctx.spawn("opensearch", cmd)?;
             progress(&format!("opensearch started (pid {pid})"));
@@ -348,12 +396,14 @@ fn install_security(home: &Path, scratch: &Path, downloads: &Path, java_home: &P
             .arg(&staging)
             .arg("."),
     )?;
-    progress(&format!("installing plugin {SECURITY_PLUGIN} {SECURITY_VERSION}"));
+    progress(&format!(
+        "installing plugin {SECURITY_PLUGIN} {SECURITY_VERSION}"
+    ));
     let mut url = "file://".to_string();
     url.push_str(&patched.display().to_string());
     run_checked(
         Command::new(home.join("bin/opensearch-plugin"))
-            .args(["install", "--batch", &url])
+            .args(["install", "--batch", "--silent", &url])
             .env("JAVA_HOME", java_home)
             .env("OPENSEARCH_JAVA_HOME", java_home),
     )?;
@@ -384,7 +434,10 @@ fn verify_checksums(checksums: &Path, dir: &Path) -> Result<Vec<String>> {
         let tool = match alg {
             "sha1" => "sha1sum",
             "sha512" => "sha512sum",
-            other => bail!("unknown checksum algorithm {other} in {}", checksums.display()),
+            other => bail!(
+                "unknown checksum algorithm {other} in {}",
+                checksums.display()
+            ),
         };
         let out = Command::new(tool)
             .arg(dir.join(file))
@@ -416,7 +469,9 @@ fn java_home() -> Result<PathBuf> {
     let java = std::env::split_paths(&path)
         .map(|d| d.join("java"))
         .find(|p| p.is_file())
-        .context("`java` is not on PATH; install a JDK 17: apt-get install -y openjdk-17-jdk-headless")?;
+        .context(
+            "`java` is not on PATH; install a JDK 17: apt-get install -y openjdk-17-jdk-headless",
+        )?;
     let real = java
         .canonicalize()
         .with_context(|| format!("resolving {}", java.display()))?;

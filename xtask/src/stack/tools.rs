@@ -20,7 +20,10 @@ fn helm_ldflags() -> String {
         "-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION} \
          -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
     );
-    for pkg in ["helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"] {
+    for pkg in [
+        "helm.sh/helm/v3/pkg/chartutil",
+        "helm.sh/helm/v3/pkg/lint/rules",
+    ] {
         flags.push_str(&format!(
             " -X {pkg}.k8sVersionMajor=1 -X {pkg}.k8sVersionMinor={minor}"
         ));
@@ -64,7 +67,10 @@ impl Component for Tools {
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
         vec![
-            ("KUBECTL", ctx.bin_dir().join("kubectl").display().to_string()),
+            (
+                "KUBECTL",
+                ctx.bin_dir().join("kubectl").display().to_string(),
+            ),
             ("HELM", ctx.bin_dir().join("helm").display().to_string()),
         ]
     }
