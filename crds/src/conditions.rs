@@ -126,21 +126,41 @@ mod tests {
     fn transition_time_moves_only_on_flip() {
         let mut conds = vec![];
         let up = |s: bool, r: &str| ConditionUpdate::new(ConditionType::Ready, s, r, "m");
-        assert!(set_condition(&mut conds, up(false, "Pending"), Some(1), &t(100)));
+        assert!(set_condition(
+            &mut conds,
+            up(false, "Pending"),
+            Some(1),
+            &t(100)
+        ));
         assert_eq!(conds[0].last_transition_time, t(100));
 
         // Same status, new reason and generation: time kept, fields updated.
-        assert!(set_condition(&mut conds, up(false, "Starting"), Some(2), &t(200)));
+        assert!(set_condition(
+            &mut conds,
+            up(false, "Starting"),
+            Some(2),
+            &t(200)
+        ));
         assert_eq!(conds[0].last_transition_time, t(100));
         assert_eq!(conds[0].reason, "Starting");
         assert_eq!(conds[0].observed_generation, Some(2));
 
         // Nothing different: no change reported.
-        assert!(!set_condition(&mut conds, up(false, "Starting"), Some(2), &t(300)));
+        assert!(!set_condition(
+            &mut conds,
+            up(false, "Starting"),
+            Some(2),
+            &t(300)
+        ));
         assert_eq!(conds[0].last_transition_time, t(100));
 
         // Flip: time moves.
-        assert!(set_condition(&mut conds, up(true, "Running"), Some(2), &t(400)));
+        assert!(set_condition(
+            &mut conds,
+            up(true, "Running"),
+            Some(2),
+            &t(400)
+        ));
         assert_eq!(conds[0].last_transition_time, t(400));
         assert_eq!(conds[0].status, "True");
         assert!(is_true(&conds, ConditionType::Ready));

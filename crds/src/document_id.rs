@@ -83,7 +83,10 @@ impl DocumentIdTemplate {
     }
 
     /// Render with a lookup of field values (the runtime passes the sale's fields).
-    pub fn render<'a>(&self, mut value: impl FnMut(&str) -> Option<std::borrow::Cow<'a, str>>) -> String {
+    pub fn render<'a>(
+        &self,
+        mut value: impl FnMut(&str) -> Option<std::borrow::Cow<'a, str>>,
+    ) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -120,8 +123,17 @@ mod tests {
             DocumentIdTemplate::parse("{order_id}:{sku}"),
             Err(TemplateError::UnknownField { field, .. }) if field == "sku"
         ));
-        assert!(matches!(DocumentIdTemplate::parse("{order_id"), Err(TemplateError::Unclosed(_))));
-        assert!(matches!(DocumentIdTemplate::parse("fixed"), Err(TemplateError::NoField(_))));
-        assert!(matches!(DocumentIdTemplate::parse("a}b{order_id}"), Err(TemplateError::StrayClose(_))));
+        assert!(matches!(
+            DocumentIdTemplate::parse("{order_id"),
+            Err(TemplateError::Unclosed(_))
+        ));
+        assert!(matches!(
+            DocumentIdTemplate::parse("fixed"),
+            Err(TemplateError::NoField(_))
+        ));
+        assert!(matches!(
+            DocumentIdTemplate::parse("a}b{order_id}"),
+            Err(TemplateError::StrayClose(_))
+        ));
     }
 }

@@ -79,7 +79,12 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms >= size {
                 write!(f, "{}{unit}", ms / size)?;
                 ms %= size;
@@ -128,7 +133,12 @@ mod tests {
 
     #[test]
     fn parses_and_prints_round_trip() {
-        for (s, ms) in [("90s", 90_000), ("1h30m", 5_400_000), ("250ms", 250), ("7d", 604_800_000)] {
+        for (s, ms) in [
+            ("90s", 90_000),
+            ("1h30m", 5_400_000),
+            ("250ms", 250),
+            ("7d", 604_800_000),
+        ] {
             let d: Duration = s.parse().unwrap();
             assert_eq!(d.as_millis(), ms, "{s}");
         }

@@ -86,7 +86,12 @@ impl Default for RuntimeSettings {
 
 impl JobConfig {
     /// The configuration a resource's job runs with, at a given replica count.
-    pub fn from_spec(namespace: &str, name: &str, spec: &StreamingEnrichmentSpec, replicas: i32) -> Self {
+    pub fn from_spec(
+        namespace: &str,
+        name: &str,
+        spec: &StreamingEnrichmentSpec,
+        replicas: i32,
+    ) -> Self {
         Self {
             pipeline: PipelineId {
                 namespace: namespace.to_string(),

@@ -3,7 +3,9 @@
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid byte size {0:?}: expected an integer with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T")]
+#[error(
+    "invalid byte size {0:?}: expected an integer with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T"
+)]
 pub struct ParseQuantityError(String);
 
 /// The number of bytes a quantity stands for. Fractions and milli-units are refused: a size in

@@ -5,6 +5,10 @@
 //! message; what only the operator can check (for example a referenced Secret's keys) is reported
 //! through the Degraded condition.
 
+// clippy reads the repeated `printcolumn(type_ = ...)` arguments of the derive as duplicated
+// attributes; they are distinct columns.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
@@ -50,7 +54,11 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/tributary-dev/tributary-runtime:0.1.0";
         type_ = "date",
         json_path = ".status.lastSavepoint.completedAt"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.scaling.mode != 'Manual' || has(self.replicas)").message("scaling.mode Manual needs spec.replicas"))]
 #[x_kube(validation = Rule::new("self.upgradeMode != 'Savepoint' || has(self.savepoints)").message("upgradeMode Savepoint needs spec.savepoints.uri"))]

@@ -7,7 +7,7 @@ fn check(rel: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
     let on_disk = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask generate`", path.display()));
-    let generated = tributary_crds::crds_yaml().expect("CRDs serialise");
+    let generated = tributary_crds::crds_yaml().unwrap_or_else(|e| panic!("CRDs serialise: {e}"));
     assert!(
         on_disk == generated,
         "{rel} differs from the Rust types: run `cargo xtask generate` and commit the result"

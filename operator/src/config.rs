@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use clap::{Parser, ValueEnum};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tributary-operator", version, about = "Runs StreamingEnrichment pipelines")]
+#[command(
+    name = "tributary-operator",
+    version,
+    about = "Runs StreamingEnrichment pipelines"
+)]
 pub struct OperatorConfig {
     /// Job runtime image for resources that name none.
     #[arg(long, env = "TRIBUTARY_RUNTIME_IMAGE", default_value = tributary_crds::DEFAULT_IMAGE)]
@@ -28,7 +32,11 @@ pub struct OperatorConfig {
     pub lease_namespace: String,
 
     /// Name of the leader Lease.
-    #[arg(long, env = "TRIBUTARY_LEASE_NAME", default_value = "tributary-operator-leader")]
+    #[arg(
+        long,
+        env = "TRIBUTARY_LEASE_NAME",
+        default_value = "tributary-operator-leader"
+    )]
     pub lease_name: String,
 
     /// This replica's identity in the Lease (the pod name in a cluster).

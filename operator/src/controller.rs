@@ -112,7 +112,13 @@ fn config_replicas(se: &StreamingEnrichment) -> i32 {
     desired_replicas(&unsuspended)
 }
 
-async fn publish(ctx: &Context, se: &StreamingEnrichment, type_: EventType, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    se: &StreamingEnrichment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let ev = Event {
         type_,
         reason: reason.to_string(),
@@ -128,7 +134,10 @@ async fn publish(ctx: &Context, se: &StreamingEnrichment, type_: EventType, reas
 async fn reconcile(se: Arc<StreamingEnrichment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&se, &ctx).await;
-    ctx.metrics.observe_reconcile(started.elapsed(), result.as_ref().err().map(Error::category));
+    ctx.metrics.observe_reconcile(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
     if result.is_ok() {
         ctx.clear_failures(&se);
     }
@@ -183,7 +192,11 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
     for c in status::flips(&before, &new_status) {
         let warn = (c.type_ == "Degraded" && c.status == "True")
             || (c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec");
-        let type_ = if warn { EventType::Warning } else { EventType::Normal };
+        let type_ = if warn {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
         publish(
             ctx,
             se,
@@ -257,10 +270,18 @@ mod tests {
         assert_eq!(desired_replicas(&se), 3);
         se.spec.suspend = true;
         assert_eq!(desired_replicas(&se), 0);
-        assert_eq!(config_replicas(&se), 3, "suspending keeps the configuration");
+        assert_eq!(
+            config_replicas(&se),
+            3,
+            "suspending keeps the configuration"
+        );
 
         let mut full = example("full.yaml"); // Shards mode, 2 shards per replica, 1..=8
-        assert_eq!(desired_replicas(&full), 1, "unknown shard count: minReplicas");
+        assert_eq!(
+            desired_replicas(&full),
+            1,
+            "unknown shard count: minReplicas"
+        );
         full.status = Some(tributary_crds::StreamingEnrichmentStatus {
             shards: Some(5),
             ..Default::default()

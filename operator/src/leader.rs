@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use kube::api::{PostParams};
+use kube::api::PostParams;
 
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW_PERIOD: Duration = Duration::from_secs(5);
@@ -82,10 +82,18 @@ impl Elector {
                     return Ok(false);
                 }
                 let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
-                let acquire = if mine { spec.acquire_time.clone() } else { None };
+                let acquire = if mine {
+                    spec.acquire_time.clone()
+                } else {
+                    None
+                };
                 lease.spec = Some(self.spec(now, acquire, transitions));
                 // replace carries the resourceVersion we read: a concurrent writer makes it 409.
-                match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                match self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                     Err(e) => Err(e.into()),
@@ -136,7 +144,10 @@ impl Elector {
                     spec.holder_identity = None;
                     spec.renew_time = None;
                 }
-                let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
+                let _ = self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await;
             }
         }
     }

@@ -46,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let client = Client::try_default().await.context("connecting to Kubernetes")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
     let identity = config.identity.clone().unwrap_or_else(|| {
         format!(
             "{}-{}",

@@ -20,13 +20,18 @@ impl Metrics {
             &["result"],
         )?;
         let errors = IntCounterVec::new(
-            Opts::new("reconcile_errors_total", "Failed reconciles by error category"),
+            Opts::new(
+                "reconcile_errors_total",
+                "Failed reconciles by error category",
+            ),
             &["category"],
         )?;
         let duration = Histogram::with_opts(
-            HistogramOpts::new("reconcile_duration_seconds", "Time of one reconcile").buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("reconcile_duration_seconds", "Time of one reconcile").buckets(
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
         )?;
         let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")?;
         registry.register(Box::new(reconciles.clone()))?;

@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 pub fn home() -> PathBuf {
     match std::env::var_os("TRIBUTARY_HOME") {
         Some(h) => PathBuf::from(h),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tributary"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/tributary")
+        }
     }
 }
 
@@ -19,7 +21,10 @@ pub fn home() -> PathBuf {
 pub fn stack_env() -> Result<HashMap<String, String>> {
     let path = home().join("stack/stack.env");
     let body = std::fs::read_to_string(&path).with_context(|| {
-        format!("{} missing: run `cargo xtask stack up` first", path.display())
+        format!(
+            "{} missing: run `cargo xtask stack up` first",
+            path.display()
+        )
     })?;
     let mut vars: HashMap<String, String> = body
         .lines()
@@ -36,9 +41,9 @@ pub fn stack_env() -> Result<HashMap<String, String>> {
 
 /// One variable of the stack's environment, with a clear error when it is missing.
 pub fn stack_var(name: &str) -> Result<String> {
-    stack_env()?
-        .remove(name)
-        .with_context(|| format!("{name} is not in stack.env: is that component part of the stack?"))
+    stack_env()?.remove(name).with_context(|| {
+        format!("{name} is not in stack.env: is that component part of the stack?")
+    })
 }
 
 pub mod cluster;
@@ -50,7 +55,10 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    format!("{prefix}-{:x}", (nanos ^ u128::from(std::process::id())) & 0xff_ffff)
+    format!(
+        "{prefix}-{:x}",
+        (nanos ^ u128::from(std::process::id())) & 0xff_ffff
+    )
 }
 
 /// Poll `f` until it yields `Some`, or fail after `timeout` with `what` in the message.
@@ -71,7 +79,9 @@ where
             anyhow::bail!(
                 "timed out after {:?} waiting for {what}{}",
                 timeout,
-                last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default()
+                last_err
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default()
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;

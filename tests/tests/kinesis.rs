@@ -176,7 +176,10 @@ async fn put_and_read_back(client: &Client, stream: &str) -> Result<Vec<String>>
         .iter()
         .map(|r| r.shard_id().unwrap_or_default().to_string())
         .collect();
-    ensure!(landed == targets, "records landed on {landed:?}, expected {targets:?}");
+    ensure!(
+        landed == targets,
+        "records landed on {landed:?}, expected {targets:?}"
+    );
 
     for (shard, want) in &expected {
         let got = read_shard(client, stream, shard, want.len()).await?;
@@ -224,7 +227,10 @@ async fn exercise(client: &Client, stream: &str) -> Result<()> {
             .iter()
             .find(|s| s.shard_id() == parent)
             .is_some_and(|s| !is_open(s));
-        ensure!(closed, "parent shard {parent} is not closed after resharding");
+        ensure!(
+            closed,
+            "parent shard {parent} is not closed after resharding"
+        );
     }
     Ok(())
 }

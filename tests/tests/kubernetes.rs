@@ -15,6 +15,9 @@ use kube::{Client, ResourceExt};
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn client() -> Result<Client> {
+    // kube is built with ring and the AWS SDK with aws-lc-rs; with both providers compiled in,
+    // rustls cannot pick one by itself and panics. (Err: already installed, which is fine.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let path = tributary_tests::stack_var("KUBECONFIG")?;
     let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {path}"))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;

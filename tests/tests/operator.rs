@@ -16,7 +16,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::conditions::{ConditionType, get_condition};
-use tributary_tests::cluster::{admin_client, helm, kubeconfig_path, kubectl, kubectl_raw, repo_root};
+use tributary_tests::cluster::{
+    admin_client, helm, kubeconfig_path, kubectl, kubectl_raw, repo_root,
+};
 use tributary_tests::{eventually, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -36,11 +38,17 @@ impl Drop for Operator {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A kubeconfig that authenticates as the chart's ServiceAccount.
-fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+fn service_account_kubeconfig(
+    ns: &str,
+    sa: &str,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf> {
     let token = kubectl(&["create", "token", sa, "-n", ns, "--duration", "2h"])?;
     let admin: serde_yaml_like::Value = serde_json::from_str(&kubectl(&[
         "config", "view", "--raw", "--minify", "-o", "json",
@@ -104,7 +112,10 @@ async fn admin_get(addr: &str, path: &str) -> Result<(u16, String)> {
 
 async fn wait_ready(op: &Operator) -> Result<()> {
     eventually("operator /readyz", WAIT, || async {
-        Ok(admin_get(&op.admin, "/readyz").await.ok().filter(|(c, _)| *c == 200))
+        Ok(admin_get(&op.admin, "/readyz")
+            .await
+            .ok()
+            .filter(|(c, _)| *c == 200))
     })
     .await?;
     Ok(())
@@ -131,14 +142,10 @@ fn apply(yaml: &str, ns: &str) -> Result<(bool, String)> {
 }
 
 async fn sts_hash(api: &Api<StatefulSet>, name: &str) -> Result<Option<String>> {
-    Ok(api.get_opt(name).await?.and_then(|s| {
-        s.spec?
-            .template
-            .metadata?
-            .annotations?
-            .get(HASH)
-            .cloned()
-    }))
+    Ok(api
+        .get_opt(name)
+        .await?
+        .and_then(|s| s.spec?.template.metadata?.annotations?.get(HASH).cloned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,16 +160,27 @@ async fn operator_reconciles_examples_through_their_lifecycle() -> Result<()> {
     // installed at zero replicas and the same binary runs here as the chart's ServiceAccount.
     let chart = repo_root().join("charts/tributary");
     helm(&[
-        "install", "tributary", chart.to_str().context("path")?, "-n", &sys,
-        "--set", "replicaCount=0",
+        "install",
+        "tributary",
+        chart.to_str().context("path")?,
+        "-n",
+        &sys,
+        "--set",
+        "replicaCount=0",
     ])?;
     // Helm never upgrades CRDs; apply the current ones the way the chart's notes tell users to.
     kubectl(&[
-        "apply", "--server-side", "--force-conflicts", "-f",
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
         chart.join("crds").to_str().context("path")?,
     ])?;
     kubectl(&[
-        "wait", "--for", "condition=established", "--timeout=60s",
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
         "crd/streamingenrichments.tributary.dev",
     ])?;
 
@@ -201,29 +219,47 @@ async fn lifecycle(
         Ok(sts_api.get_opt(name).await?)
     })
     .await?;
-    ensure!(owned_by(&sts.metadata, &uid), "StatefulSet not owned by the resource");
+    ensure!(
+        owned_by(&sts.metadata, &uid),
+        "StatefulSet not owned by the resource"
+    );
     let spec = sts.spec.clone().context("sts spec")?;
     ensure!(spec.replicas == Some(1));
     ensure!(spec.service_name.as_deref() == Some(name));
     let pod = spec.template.spec.clone().context("pod spec")?;
     ensure!(pod.automount_service_account_token == Some(false));
-    let psc = pod.security_context.clone().context("pod securityContext")?;
+    let psc = pod
+        .security_context
+        .clone()
+        .context("pod securityContext")?;
     ensure!(psc.run_as_non_root == Some(true));
     ensure!(psc.seccomp_profile.map(|s| s.type_) == Some("RuntimeDefault".into()));
     let c = &pod.containers[0];
-    ensure!(c.image.as_deref() == Some("tributary-runtime:test"), "operator default image");
-    let csc = c.security_context.clone().context("container securityContext")?;
+    ensure!(
+        c.image.as_deref() == Some("tributary-runtime:test"),
+        "operator default image"
+    );
+    let csc = c
+        .security_context
+        .clone()
+        .context("container securityContext")?;
     ensure!(csc.read_only_root_filesystem == Some(true));
     ensure!(csc.allow_privilege_escalation == Some(false));
     ensure!(csc.capabilities.and_then(|c| c.drop) == Some(vec!["ALL".into()]));
     ensure!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
     let vct = spec.volume_claim_templates.clone().unwrap_or_default();
     ensure!(vct.len() == 1 && vct[0].metadata.name.as_deref() == Some("state"));
-    let hash1 = sts_hash(&sts_api, name).await?.context("config hash annotation")?;
+    let hash1 = sts_hash(&sts_api, name)
+        .await?
+        .context("config hash annotation")?;
 
     let cm = cm_api.get(&format!("{name}-config")).await?;
     ensure!(owned_by(&cm.metadata, &uid));
-    let job = cm.data.unwrap_or_default().remove("job.yaml").context("job.yaml")?;
+    let job = cm
+        .data
+        .unwrap_or_default()
+        .remove("job.yaml")
+        .context("job.yaml")?;
     let cfg = tributary_crds::job_config::JobConfig::from_yaml(&job)?;
     ensure!(cfg.sources.sales.stream == "ara-web-sale");
     for svc in [name.to_string(), format!("{name}-metrics")] {
@@ -245,57 +281,126 @@ async fn lifecycle(
     })
     .await?;
     let st = se.status.context("status")?;
-    ensure!(st.selector.as_deref().is_some_and(|s| s.contains("app.kubernetes.io/instance=sales-minimal")));
+    ensure!(
+        st.selector
+            .as_deref()
+            .is_some_and(|s| s.contains("app.kubernetes.io/instance=sales-minimal"))
+    );
     let ready = get_condition(&st.conditions, ConditionType::Ready).context("Ready condition")?;
-    ensure!(ready.status == "False" && ready.reason == "WaitingForPods", "{ready:?}");
+    ensure!(
+        ready.status == "False" && ready.reason == "WaitingForPods",
+        "{ready:?}"
+    );
     ensure!(get_condition(&st.conditions, ConditionType::Progressing).is_some());
     let degraded = get_condition(&st.conditions, ConditionType::Degraded).context("Degraded")?;
     ensure!(degraded.status == "False");
 
     // --- A spec change rolls the pods through the configuration hash.
     kubectl(&[
-        "patch", "se", name, "-n", ns, "--type", "merge", "-p",
+        "patch",
+        "se",
+        name,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
         r#"{"spec":{"join":{"maxWait":"20m"}}}"#,
     ])?;
     let hash2 = eventually("a new configuration hash", WAIT, || async {
         Ok(sts_hash(&sts_api, name).await?.filter(|h| *h != hash1))
     })
     .await?;
-    let job = cm_api.get(&format!("{name}-config")).await?.data.unwrap_or_default();
-    ensure!(job.get("job.yaml").is_some_and(|j| j.contains("maxWait: 20m")), "ConfigMap not updated");
+    let job = cm_api
+        .get(&format!("{name}-config"))
+        .await?
+        .data
+        .unwrap_or_default();
+    ensure!(
+        job.get("job.yaml")
+            .is_some_and(|j| j.contains("maxWait: 20m")),
+        "ConfigMap not updated"
+    );
 
     // --- Suspend scales to zero and keeps the state volume; resume brings the same volume back.
     let pvc_name = format!("state-{name}-0");
-    let pvc = eventually("the state PVC", WAIT, || async { Ok(pvc_api.get_opt(&pvc_name).await?) }).await?;
-    let pvc_uid = pvc.uid().context("pvc uid")?;
-    kubectl(&["patch", "se", name, "-n", ns, "--type", "merge", "-p", r#"{"spec":{"suspend":true}}"#])?;
-    eventually("suspended (replicas 0, Ready=False Suspended)", WAIT, || async {
-        let sts = sts_api.get(name).await?;
-        let se = get_se(&se_api, name).await?;
-        let suspended = se.status.as_ref().and_then(|s| get_condition(&s.conditions, ConditionType::Ready)).is_some_and(|c| c.reason == "Suspended");
-        Ok((sts.spec.and_then(|s| s.replicas) == Some(0) && suspended).then_some(()))
+    let pvc = eventually("the state PVC", WAIT, || async {
+        Ok(pvc_api.get_opt(&pvc_name).await?)
     })
     .await?;
-    ensure!(sts_hash(&sts_api, name).await? == Some(hash2.clone()), "suspend must not roll the configuration");
-    ensure!(pvc_api.get(&pvc_name).await?.uid() == Some(pvc_uid.clone()), "state volume kept");
-    kubectl(&["patch", "se", name, "-n", ns, "--type", "merge", "-p", r#"{"spec":{"suspend":false}}"#])?;
+    let pvc_uid = pvc.uid().context("pvc uid")?;
+    kubectl(&[
+        "patch",
+        "se",
+        name,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ])?;
+    eventually(
+        "suspended (replicas 0, Ready=False Suspended)",
+        WAIT,
+        || async {
+            let sts = sts_api.get(name).await?;
+            let se = get_se(&se_api, name).await?;
+            let suspended = se
+                .status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, ConditionType::Ready))
+                .is_some_and(|c| c.reason == "Suspended");
+            Ok((sts.spec.and_then(|s| s.replicas) == Some(0) && suspended).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(
+        sts_hash(&sts_api, name).await? == Some(hash2.clone()),
+        "suspend must not roll the configuration"
+    );
+    ensure!(
+        pvc_api.get(&pvc_name).await?.uid() == Some(pvc_uid.clone()),
+        "state volume kept"
+    );
+    kubectl(&[
+        "patch",
+        "se",
+        name,
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ])?;
     eventually("resumed at 1 replica", WAIT, || async {
         let sts = sts_api.get(name).await?;
         Ok((sts.spec.and_then(|s| s.replicas) == Some(1)).then_some(()))
     })
     .await?;
-    ensure!(pvc_api.get(&pvc_name).await?.uid() == Some(pvc_uid), "same state volume after resume");
+    ensure!(
+        pvc_api.get(&pvc_name).await?.uid() == Some(pvc_uid),
+        "same state volume after resume"
+    );
 
     // --- The schema and CEL refuse invalid resources with a readable message.
-    let bad_cel = example_in("minimal.yaml", ns)?.replace("name: sales-minimal", "name: bad-scaling")
+    let bad_cel = example_in("minimal.yaml", ns)?
+        .replace("name: sales-minimal", "name: bad-scaling")
         + "  scaling: { mode: Shards, minReplicas: 5, maxReplicas: 2 }\n";
     let (ok, out) = apply(&bad_cel, ns)?;
-    ensure!(!ok && out.contains("scaling.minReplicas must not exceed scaling.maxReplicas"), "{out}");
+    ensure!(
+        !ok && out.contains("scaling.minReplicas must not exceed scaling.maxReplicas"),
+        "{out}"
+    );
     let bad_enum = example_in("minimal.yaml", ns)?
         .replace("name: sales-minimal", "name: bad-enum")
         .replace("spec:\n", "spec:\n  upgradeMode: Sometimes\n");
     let (ok, out) = apply(&bad_enum, ns)?;
-    ensure!(!ok && out.contains("upgradeMode") && out.contains("Unsupported value"), "{out}");
+    ensure!(
+        !ok && out.contains("upgradeMode") && out.contains("Unsupported value"),
+        "{out}"
+    );
     let bad_duration = example_in("minimal.yaml", ns)?
         .replace("name: sales-minimal", "name: bad-duration")
         .replace("spec:\n", "spec:\n  join: { maxWait: 10 }\n");
@@ -305,7 +410,10 @@ async fn lifecycle(
     // --- What only the operator can check: Degraded with the reason, and a Warning event.
     let dup = example_in("minimal.yaml", ns)?
         .replace("name: sales-minimal", "name: same-streams")
-        .replace("stream: ara-web-customer-address", "stream: ara-web-customer");
+        .replace(
+            "stream: ara-web-customer-address",
+            "stream: ara-web-customer",
+        );
     let (ok, out) = apply(&dup, ns)?;
     ensure!(ok, "{out}");
     let degraded = eventually("Degraded InvalidSpec", WAIT, || async {
@@ -316,12 +424,25 @@ async fn lifecycle(
             .filter(|c| c.status == "True" && c.reason == "InvalidSpec"))
     })
     .await?;
-    ensure!(degraded.message.contains("name the same stream"), "{}", degraded.message);
-    ensure!(sts_api.get_opt("same-streams").await?.is_none(), "no children for an invalid spec");
+    ensure!(
+        degraded.message.contains("name the same stream"),
+        "{}",
+        degraded.message
+    );
+    ensure!(
+        sts_api.get_opt("same-streams").await?.is_none(),
+        "no children for an invalid spec"
+    );
     eventually("an InvalidSpec warning event", WAIT, || async {
         let out = kubectl(&[
-            "get", "events.events.k8s.io", "-n", ns, "-o", "json",
-            "--field-selector", "regarding.name=same-streams",
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            ns,
+            "-o",
+            "json",
+            "--field-selector",
+            "regarding.name=same-streams",
         ])?;
         Ok((out.contains("InvalidSpec") && out.contains("Warning")).then_some(()))
     })
@@ -347,8 +468,23 @@ async fn lifecycle(
         let (_, out) = kubectl_raw(&full, None)?;
         ensure!(out.trim() == "no", "operator may {}: {out}", args.join(" "));
     }
-    let (_, out) = kubectl_raw(&["auth", "can-i", "patch", "statefulsets", "-n", ns, "--as", &sa], None)?;
-    ensure!(out.trim() == "yes", "the operator must be able to apply StatefulSets: {out}");
+    let (_, out) = kubectl_raw(
+        &[
+            "auth",
+            "can-i",
+            "patch",
+            "statefulsets",
+            "-n",
+            ns,
+            "--as",
+            &sa,
+        ],
+        None,
+    )?;
+    ensure!(
+        out.trim() == "yes",
+        "the operator must be able to apply StatefulSets: {out}"
+    );
 
     // --- Kill the operator mid-reconcile: a fresh one converges with no duplicate children.
     let full = example_in("full.yaml", ns)?;
@@ -369,16 +505,26 @@ async fn lifecycle(
     let full_sts = sts_api.get("sales-enrichment").await?;
     let tmpl = full_sts.spec.context("spec")?.template;
     let labels: BTreeMap<String, String> = tmpl.metadata.and_then(|m| m.labels).unwrap_or_default();
-    ensure!(labels.get("team").map(String::as_str) == Some("analytics"), "pod label override");
+    ensure!(
+        labels.get("team").map(String::as_str) == Some("analytics"),
+        "pod label override"
+    );
     let env: Vec<String> = tmpl.spec.context("pod")?.containers[0]
         .env
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| e.value_from.as_ref().is_some_and(|v| v.secret_key_ref.is_some()))
+        .filter(|e| {
+            e.value_from
+                .as_ref()
+                .is_some_and(|v| v.secret_key_ref.is_some())
+        })
         .map(|e| e.name)
         .collect();
-    ensure!(env.len() == 4, "credentials come from secret references: {env:?}");
+    ensure!(
+        env.len() == 4,
+        "credentials come from secret references: {env:?}"
+    );
 
     // Drift: a user's edit of an owned field is reverted on the next reconcile.
     sts_api
@@ -393,24 +539,41 @@ async fn lifecycle(
         .await?;
     kubectl(&["annotate", "se", "sales-enrichment", "-n", ns, "touch=1"])?;
     eventually("the tampered hash restored", WAIT, || async {
-        Ok(sts_hash(&sts_api, "sales-enrichment").await?.filter(|h| h != "tampered"))
+        Ok(sts_hash(&sts_api, "sales-enrichment")
+            .await?
+            .filter(|h| h != "tampered"))
     })
     .await?;
 
     // --- Delete: children are garbage-collected through their owner references.
-    kubectl(&["delete", "se", name, "-n", ns, "--wait=true", "--timeout=60s"])?;
-    eventually("children of the deleted resource collected", WAIT, || async {
-        let gone = sts_api.get_opt(name).await?.is_none()
-            && cm_api.get_opt(&format!("{name}-config")).await?.is_none()
-            && svc_api.get_opt(name).await?.is_none()
-            && svc_api.get_opt(&format!("{name}-metrics")).await?.is_none()
-            && pdb_api.get_opt(name).await?.is_none();
-        Ok(gone.then_some(()))
-    })
+    kubectl(&[
+        "delete",
+        "se",
+        name,
+        "-n",
+        ns,
+        "--wait=true",
+        "--timeout=60s",
+    ])?;
+    eventually(
+        "children of the deleted resource collected",
+        WAIT,
+        || async {
+            let gone = sts_api.get_opt(name).await?.is_none()
+                && cm_api.get_opt(&format!("{name}-config")).await?.is_none()
+                && svc_api.get_opt(name).await?.is_none()
+                && svc_api.get_opt(&format!("{name}-metrics")).await?.is_none()
+                && pdb_api.get_opt(name).await?.is_none();
+            Ok(gone.then_some(()))
+        },
+    )
     .await?;
 
     let (code, metrics) = admin_get(&op2.admin, "/metrics").await?;
-    ensure!(code == 200 && metrics.contains("tributary_operator_reconciles_total"), "{metrics}");
+    ensure!(
+        code == 200 && metrics.contains("tributary_operator_reconciles_total"),
+        "{metrics}"
+    );
     if !metrics.contains("tributary_operator_leader 1") {
         bail!("the operator should report leadership: {metrics}");
     }

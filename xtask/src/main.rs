@@ -65,7 +65,10 @@ fn main() -> Result<()> {
 
 fn demo(ctx: &stack::Ctx) -> Result<()> {
     stack::up(ctx)?;
-    println!("\nThe local stack is up. Endpoints ({}):", stack::env_path(ctx).display());
+    println!(
+        "\nThe local stack is up. Endpoints ({}):",
+        stack::env_path(ctx).display()
+    );
     for (k, v) in stack::read_env(ctx)? {
         println!("  {k}={v}");
     }

@@ -31,7 +31,14 @@ pub fn run(ctx: &Ctx, keep_stack: bool) -> Result<()> {
     step("format", cargo(ctx).args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",
-        cargo(ctx).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo(ctx).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     // Binaries the integration tests start as processes.
     step(
@@ -58,7 +65,9 @@ fn run_against_stack(ctx: &Ctx) -> Result<()> {
     match helm {
         Some(helm) => step(
             "helm lint",
-            Command::new(helm).args(["lint", "--strict"]).arg(ctx.repo.join("charts/tributary")),
+            Command::new(helm)
+                .args(["lint", "--strict"])
+                .arg(ctx.repo.join("charts/tributary")),
         )?,
         None => bail!("stack.env has no HELM: the tools component did not install helm"),
     }
@@ -70,7 +79,10 @@ fn run_against_stack(ctx: &Ctx) -> Result<()> {
         cargo(ctx)
             .args(["test", "--workspace", "--no-fail-fast"])
             .envs(env)
-            .env("TRIBUTARY_OPERATOR_BIN", target.join("debug/tributary-operator"))
+            .env(
+                "TRIBUTARY_OPERATOR_BIN",
+                target.join("debug/tributary-operator"),
+            )
             // Integration tests share one API server and one OpenSearch node; two at a time
             // keeps the 2-core machine responsive without serialising everything.
             .env("RUST_TEST_THREADS", "2"),

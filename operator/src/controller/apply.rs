@@ -21,8 +21,12 @@ where
     let name = obj.meta().name.clone().unwrap_or_default();
     // force: the operator owns these fields; another manager's conflicting edit is reverted
     // rather than leaving the job half-configured.
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj))
-        .await
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
 }
 
 /// Apply every child; returns the StatefulSet as the server now has it.

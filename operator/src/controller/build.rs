@@ -14,9 +14,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::job_config::JobConfig;
 
-pub use labels::selector_string;
 #[cfg(test)]
 use labels::selector_labels;
+pub use labels::selector_string;
 
 /// Facts the builders need beyond the resource itself.
 #[derive(Clone, Debug)]
@@ -107,7 +107,9 @@ pub(crate) mod fixtures {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
         let body = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let mut se: StreamingEnrichment = serde_yaml::from_str(&body).expect("example parses");
-        se.metadata.namespace.get_or_insert_with(|| "default".into());
+        se.metadata
+            .namespace
+            .get_or_insert_with(|| "default".into());
         se.metadata.uid = Some("0b3c2a3e-1111-4222-8333-444455556666".into());
         se.metadata.generation = Some(1);
         se
@@ -152,8 +154,14 @@ mod tests {
             assert_eq!(labels["app.kubernetes.io/instance"], "sales-minimal");
             assert_eq!(labels["app.kubernetes.io/managed-by"], "tributary-operator");
         }
-        assert_eq!(c.config_map.metadata.name.as_deref(), Some("sales-minimal-config"));
-        assert_eq!(c.metrics_service.metadata.name.as_deref(), Some("sales-minimal-metrics"));
+        assert_eq!(
+            c.config_map.metadata.name.as_deref(),
+            Some("sales-minimal-config")
+        );
+        assert_eq!(
+            c.metrics_service.metadata.name.as_deref(),
+            Some("sales-minimal-metrics")
+        );
     }
 
     #[test]
@@ -164,7 +172,10 @@ mod tests {
         assert_eq!(cfg.pipeline.namespace, "analytics");
         assert_eq!(cfg.pipeline.name, "sales-enrichment");
         assert_eq!(cfg.replicas, 3);
-        assert_eq!(cfg.sources.sales.consumer_name.as_deref(), Some("tributary-sales-enrichment"));
+        assert_eq!(
+            cfg.sources.sales.consumer_name.as_deref(),
+            Some("tributary-sales-enrichment")
+        );
         assert_eq!(cfg.sinks.opensearch.document_id, "{order_id}:{item_id}");
     }
 
@@ -178,7 +189,10 @@ mod tests {
         let c = build(&se, &inputs(1)).unwrap();
         assert_ne!(a.config_hash, c.config_hash);
         let d = build_example("minimal.yaml", 2);
-        assert_ne!(a.config_hash, d.config_hash, "workers must agree on the replica count");
+        assert_ne!(
+            a.config_hash, d.config_hash,
+            "workers must agree on the replica count"
+        );
         // Labels and annotations of pods are not job configuration.
         se = example("minimal.yaml");
         se.spec.pod_overrides = Some(tributary_crds::PodOverrides {
@@ -199,23 +213,50 @@ mod tests {
             "tributary-job"
         );
         let tmpl = &sts.template;
-        let ann = tmpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+        let ann = tmpl
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
         assert_eq!(ann["tributary.dev/config-hash"], c.config_hash);
         let pod = tmpl.spec.as_ref().unwrap();
         assert_eq!(pod.automount_service_account_token, Some(false));
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         let ctr = &pod.containers[0];
         assert_eq!(ctr.image.as_deref(), Some("runtime:default"));
         let sc = ctr.security_context.as_ref().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
-        assert_eq!(ctr.ports.as_ref().unwrap()[0].container_port, i32::from(ADMIN_PORT));
-        let ready = ctr.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(
+            ctr.ports.as_ref().unwrap()[0].container_port,
+            i32::from(ADMIN_PORT)
+        );
+        let ready = ctr
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(ready.path.as_deref(), Some("/readyz"));
-        let live = ctr.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let live = ctr
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(live.path.as_deref(), Some("/healthz"));
         assert!(ctr.startup_probe.is_some());
         let mounts: Vec<_> = ctr
@@ -228,9 +269,21 @@ mod tests {
         assert_eq!(mounts, ["/etc/tributary", "/var/lib/tributary", "/tmp"]);
         let vct = &sts.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(vct.metadata.name.as_deref(), Some("state"));
-        let req = vct.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap();
+        let req = vct
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap();
         assert_eq!(req["storage"].0, "10Gi");
-        let retention = sts.persistent_volume_claim_retention_policy.as_ref().unwrap();
+        let retention = sts
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
         assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
     }
 
@@ -241,14 +294,26 @@ mod tests {
         let tmpl = &sts.template;
         let meta = tmpl.metadata.as_ref().unwrap();
         assert_eq!(meta.labels.as_ref().unwrap()["team"], "analytics");
-        assert_eq!(meta.annotations.as_ref().unwrap()["prometheus.io/scrape"], "true");
+        assert_eq!(
+            meta.annotations.as_ref().unwrap()["prometheus.io/scrape"],
+            "true"
+        );
         let pod = tmpl.spec.as_ref().unwrap();
-        assert_eq!(pod.service_account_name.as_deref(), Some("sales-enrichment"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("sales-enrichment")
+        );
         assert_eq!(pod.automount_service_account_token, Some(true));
-        assert_eq!(pod.node_selector.as_ref().unwrap()["kubernetes.io/os"], "linux");
+        assert_eq!(
+            pod.node_selector.as_ref().unwrap()["kubernetes.io/os"],
+            "linux"
+        );
         assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
         let ctr = &pod.containers[0];
-        assert_eq!(ctr.image.as_deref(), Some("registry.example.internal/tributary/runtime:0.1.0"));
+        assert_eq!(
+            ctr.image.as_deref(),
+            Some("registry.example.internal/tributary/runtime:0.1.0")
+        );
         assert_eq!(ctr.image_pull_policy.as_deref(), Some("IfNotPresent"));
         let secret_envs: Vec<(String, String, String)> = ctr
             .env
@@ -263,14 +328,33 @@ mod tests {
         assert_eq!(
             secret_envs,
             [
-                ("AWS_ACCESS_KEY_ID".into(), "sales-enrichment-aws".into(), "access-key-id".into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "sales-enrichment-aws".into(), "secret-access-key".into()),
-                ("TRIBUTARY_OPENSEARCH_USERNAME".into(), "sales-enrichment-opensearch".into(), "username".into()),
-                ("TRIBUTARY_OPENSEARCH_PASSWORD".into(), "sales-enrichment-opensearch".into(), "password".into()),
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    "sales-enrichment-aws".into(),
+                    "access-key-id".into()
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "sales-enrichment-aws".into(),
+                    "secret-access-key".into()
+                ),
+                (
+                    "TRIBUTARY_OPENSEARCH_USERNAME".into(),
+                    "sales-enrichment-opensearch".into(),
+                    "username".into()
+                ),
+                (
+                    "TRIBUTARY_OPENSEARCH_PASSWORD".into(),
+                    "sales-enrichment-opensearch".into(),
+                    "password".into()
+                ),
             ]
         );
         let vct = &sts.volume_claim_templates.as_ref().unwrap()[0];
-        assert_eq!(vct.spec.as_ref().unwrap().storage_class_name.as_deref(), Some("gp3"));
+        assert_eq!(
+            vct.spec.as_ref().unwrap().storage_class_name.as_deref(),
+            Some("gp3")
+        );
     }
 
     #[test]
@@ -278,9 +362,15 @@ mod tests {
         let c = build_example("minimal.yaml", 1);
         let hs = c.headless_service.spec.as_ref().unwrap();
         assert_eq!(hs.cluster_ip.as_deref(), Some("None"));
-        assert_eq!(hs.selector.as_ref(), Some(&selector_labels("sales-minimal")));
+        assert_eq!(
+            hs.selector.as_ref(),
+            Some(&selector_labels("sales-minimal"))
+        );
         let ms = c.metrics_service.spec.as_ref().unwrap();
-        assert_eq!(ms.ports.as_ref().unwrap()[0].name.as_deref(), Some("metrics"));
+        assert_eq!(
+            ms.ports.as_ref().unwrap()[0].name.as_deref(),
+            Some("metrics")
+        );
         let pdb = c.pdb.spec.as_ref().unwrap();
         assert_eq!(
             pdb.max_unavailable,

@@ -28,7 +28,8 @@ fn rollout_state(sts: &StatefulSet, desired: i32) -> (i32, i32, Option<&'static 
     let replicas = st.replicas;
     let ready = st.ready_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
-    let observed_current = st.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
+    let observed_current =
+        st.observed_generation.unwrap_or(0) >= sts.metadata.generation.unwrap_or(0);
     let revisions_match = st.current_revision == st.update_revision;
     // The first reason that keeps the rollout from being complete, if any.
     let pending = if !observed_current {
@@ -65,7 +66,12 @@ pub fn compute(
 
     match outcome {
         Outcome::Invalid(err) => {
-            set(ConditionUpdate::new(ConditionType::Degraded, true, "InvalidSpec", err.to_string()));
+            set(ConditionUpdate::new(
+                ConditionType::Degraded,
+                true,
+                "InvalidSpec",
+                err.to_string(),
+            ));
             set(ConditionUpdate::new(
                 ConditionType::Progressing,
                 false,
@@ -84,7 +90,12 @@ pub fn compute(
             };
             status.replicas = replicas;
             status.ready_replicas = ready;
-            set(ConditionUpdate::new(ConditionType::Degraded, false, "AsExpected", ""));
+            set(ConditionUpdate::new(
+                ConditionType::Degraded,
+                false,
+                "AsExpected",
+                "",
+            ));
             if se.spec.suspend {
                 let done = pending.is_none();
                 set(ConditionUpdate::new(
@@ -126,7 +137,9 @@ pub fn compute(
                             ConditionType::Progressing,
                             true,
                             reason,
-                            format!("{ready}/{desired_replicas} replicas ready, configuration {config_hash}"),
+                            format!(
+                                "{ready}/{desired_replicas} replicas ready, configuration {config_hash}"
+                            ),
                         ));
                     }
                 }
@@ -165,8 +178,12 @@ pub async fn apply(
         "kind": "StreamingEnrichment",
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -227,25 +244,43 @@ mod tests {
         se.status = Some(first);
         let rolling = compute(&se, applied("h2"), Some(&sts(2, 1, 1, false)), &t(20));
         let ready = get_condition(&rolling.conditions, ConditionType::Ready).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RollingUpdate"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RollingUpdate")
+        );
         assert_eq!(ready.last_transition_time, t(20));
         let degraded = get_condition(&rolling.conditions, ConditionType::Degraded).unwrap();
-        assert_eq!(degraded.last_transition_time, t(10), "Degraded did not flip");
+        assert_eq!(
+            degraded.last_transition_time,
+            t(10),
+            "Degraded did not flip"
+        );
         assert!(is_true(&rolling.conditions, ConditionType::Progressing));
     }
 
     #[test]
     fn invalid_spec_degrades_without_touching_ready() {
         let mut se = example("minimal.yaml");
-        se.status = Some(compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(10)));
+        se.status = Some(compute(
+            &se,
+            applied("h1"),
+            Some(&sts(2, 2, 2, true)),
+            &t(10),
+        ));
         let err = InvalidSpec {
             problems: vec!["join.maxWait must be greater than 0".into()],
         };
         let s = compute(&se, Outcome::Invalid(&err), None, &t(30));
         let d = get_condition(&s.conditions, ConditionType::Degraded).unwrap();
-        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "InvalidSpec"));
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
         assert!(d.message.contains("join.maxWait"));
-        assert!(is_true(&s.conditions, ConditionType::Ready), "the old job still runs");
+        assert!(
+            is_true(&s.conditions, ConditionType::Ready),
+            "the old job still runs"
+        );
         assert_eq!(flips(se.status.as_ref().unwrap(), &s).len(), 2);
     }
 
@@ -255,7 +290,10 @@ mod tests {
         se.spec.suspend = true;
         let s = compute(
             &se,
-            Outcome::Applied { desired_replicas: 0, config_hash: "h" },
+            Outcome::Applied {
+                desired_replicas: 0,
+                config_hash: "h",
+            },
             Some(&sts(0, 0, 0, true)),
             &t(1),
         );

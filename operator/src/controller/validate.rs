@@ -101,7 +101,10 @@ mod tests {
         let err = validate(&se.spec).unwrap_err();
         assert_eq!(err.problems.len(), 3, "{err}");
         let msg = err.to_string();
-        assert!(msg.contains("sources.customers and sources.addresses"), "{msg}");
+        assert!(
+            msg.contains("sources.customers and sources.addresses"),
+            "{msg}"
+        );
         assert!(msg.contains("unknown field \"sku\""), "{msg}");
         assert!(msg.contains("bulkMaxBytes"), "{msg}");
     }

@@ -76,7 +76,8 @@ fn endpoint(port: u16) -> String {
 /// A signed `ListStreams` (both servers reject unsigned requests) answering 200.
 fn list_streams_ok(port: u16) -> bool {
     Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "-X", "POST"])
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"])
+        .args(["-X", "POST"])
         .args(["--aws-sigv4", &format!("aws:amz:{REGION}:kinesis")])
         .args(["--user", &format!("{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}")])
         .args(["-H", "X-Amz-Target: Kinesis_20131202.ListStreams"])
@@ -139,15 +140,19 @@ impl Component for Kinesis {
             std::fs::copy(src.join(f), dir.join(f))
                 .with_context(|| format!("copying {f} into {}", dir.display()))?;
         }
-        progress(&format!("npm ci in {} (kinesis-local, kinesalite)", dir.display()));
+        progress(&format!(
+            "npm ci in {} (kinesis-local, kinesalite)",
+            dir.display()
+        ));
         let start = Instant::now();
         // No install scripts: kinesis-local is plain JavaScript, and kinesalite's optional
         // leveldown ships prebuilt binaries that node-gyp-build finds at run time.
-        run_checked(
-            Command::new("npm")
-                .current_dir(&dir)
-                .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"]),
-        )?;
+        run_checked(Command::new("npm").current_dir(&dir).args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ]))?;
         // The marker holds the lock it was installed from: a changed lock reinstalls.
         std::fs::write(lock_marker(ctx), &lock)?;
         progress(&format!(

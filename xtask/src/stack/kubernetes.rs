@@ -90,7 +90,7 @@ impl Component for Kubernetes {
             ETCD,
             Duration::from_secs(60),
             etcd_cmd(ctx, &data),
-            || etcd_ready(),
+            etcd_ready,
         )?;
         start_or_wait(
             ctx,
@@ -426,15 +426,25 @@ pub(super) fn go_build(
 // ---------------------------------------------------------------------------------------------
 // Certificates and kubeconfigs
 
-/// Client and serving certificates: (file stem, issuing CA, common name, organisation, SANs,
-/// serving certificate?).
-const LEAVES: &[(&str, &str, &str, Option<&str>, &[&str], bool)] = &[
-    (
-        "apiserver",
-        "ca",
-        "kube-apiserver",
-        None,
-        &[
+/// A client or serving certificate of the PKI.
+struct Leaf {
+    /// `<stem>.crt` and `<stem>.key`.
+    stem: &'static str,
+    /// The stem of the issuing CA.
+    ca: &'static str,
+    cn: &'static str,
+    org: Option<&'static str>,
+    sans: &'static [&'static str],
+    server: bool,
+}
+
+const LEAVES: &[Leaf] = &[
+    Leaf {
+        stem: "apiserver",
+        ca: "ca",
+        cn: "kube-apiserver",
+        org: None,
+        sans: &[
             "127.0.0.1",
             "localhost",
             "kubernetes",
@@ -443,43 +453,43 @@ const LEAVES: &[(&str, &str, &str, Option<&str>, &[&str], bool)] = &[
             "kubernetes.default.svc.cluster.local",
             SERVICE_FIRST_IP,
         ],
-        true,
-    ),
-    (
-        "kcm-serving",
-        "ca",
-        "kube-controller-manager",
-        None,
-        &["127.0.0.1", "localhost"],
-        true,
-    ),
-    (
-        "admin",
-        "ca",
-        "tributary-admin",
-        Some("system:masters"),
-        &[],
-        false,
-    ),
-    (
-        "kcm",
-        "ca",
-        "system:kube-controller-manager",
-        None,
-        &[],
-        false,
-    ),
+        server: true,
+    },
+    Leaf {
+        stem: "kcm-serving",
+        ca: "ca",
+        cn: "kube-controller-manager",
+        org: None,
+        sans: &["127.0.0.1", "localhost"],
+        server: true,
+    },
+    Leaf {
+        stem: "admin",
+        ca: "ca",
+        cn: "tributary-admin",
+        org: Some("system:masters"),
+        sans: &[],
+        server: false,
+    },
+    Leaf {
+        stem: "kcm",
+        ca: "ca",
+        cn: "system:kube-controller-manager",
+        org: None,
+        sans: &[],
+        server: false,
+    },
     // The API server's client identity towards aggregated API servers; with the front-proxy CA
     // in `extension-apiserver-authentication`, delegated authentication (the controller-manager's
     // own secure port) works without complaints.
-    (
-        "front-proxy-client",
-        "front-proxy-ca",
-        "front-proxy-client",
-        None,
-        &[],
-        false,
-    ),
+    Leaf {
+        stem: "front-proxy-client",
+        ca: "front-proxy-ca",
+        cn: "front-proxy-client",
+        org: None,
+        sans: &[],
+        server: false,
+    },
 ];
 
 /// The stack's private PKI in one folder, generated once and kept across restarts. Files that are
@@ -511,7 +521,7 @@ impl Pki {
     fn complete(&self) -> bool {
         ["ca", "front-proxy-ca"]
             .iter()
-            .chain(LEAVES.iter().map(|l| &l.0))
+            .chain(LEAVES.iter().map(|l| &l.stem))
             .all(|stem| self.has_pair(stem))
             && self.has("sa.key")
             && self.has("sa.pub")
@@ -540,14 +550,15 @@ impl Pki {
         std::fs::create_dir_all(dir)?;
         let ca = pki.ca("ca", "tributary-ca")?;
         let front_proxy_ca = pki.ca("front-proxy-ca", "tributary-front-proxy-ca")?;
-        for &(stem, ca_stem, cn, org, sans, server) in LEAVES {
-            let (issuer, fresh) = if ca_stem == "ca" {
+        for leaf in LEAVES {
+            let (issuer, fresh) = if leaf.ca == "ca" {
                 (&ca.0, ca.1)
             } else {
                 (&front_proxy_ca.0, front_proxy_ca.1)
             };
-            if fresh || !pki.has_pair(stem) {
-                pki.leaf(issuer, stem, cert_params(cn, org, sans)?, server)?;
+            if fresh || !pki.has_pair(leaf.stem) {
+                let params = cert_params(leaf.cn, leaf.org, leaf.sans)?;
+                pki.leaf(issuer, leaf.stem, params, leaf.server)?;
             }
         }
         if !(pki.has("sa.key") && pki.has("sa.pub")) {

@@ -97,7 +97,10 @@ impl Ctx {
         let mut last_print = Instant::now();
         loop {
             if probe() {
-                progress(&format!("{name} ready after {:.1}s", start.elapsed().as_secs_f64()));
+                progress(&format!(
+                    "{name} ready after {:.1}s",
+                    start.elapsed().as_secs_f64()
+                ));
                 return Ok(());
             }
             if !self.is_running(name) && process::recorded_pid(self, name).is_some() {
@@ -165,14 +168,19 @@ pub fn up(ctx: &Ctx) -> Result<()> {
     let comps = components();
     for c in &comps {
         progress(&format!("installing {}", c.name()));
-        c.install(ctx).with_context(|| format!("installing {}", c.name()))?;
+        c.install(ctx)
+            .with_context(|| format!("installing {}", c.name()))?;
     }
     for c in &comps {
         progress(&format!("starting {}", c.name()));
-        c.start(ctx).with_context(|| format!("starting {}", c.name()))?;
+        c.start(ctx)
+            .with_context(|| format!("starting {}", c.name()))?;
     }
     write_env(ctx, &comps)?;
-    progress(&format!("stack up; endpoints in {}", env_path(ctx).display()));
+    progress(&format!(
+        "stack up; endpoints in {}",
+        env_path(ctx).display()
+    ));
     Ok(())
 }
 
@@ -192,7 +200,11 @@ pub fn status(ctx: &Ctx) -> Result<bool> {
     for c in components() {
         let ready = c.ready(ctx);
         all &= ready;
-        println!("{:<12} {}", c.name(), if ready { "ready" } else { "NOT READY" });
+        println!(
+            "{:<12} {}",
+            c.name(),
+            if ready { "ready" } else { "NOT READY" }
+        );
     }
     Ok(all)
 }

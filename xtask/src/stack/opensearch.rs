@@ -193,7 +193,7 @@ impl Component for OpenSearch {
         let pom = ctx.repo.join("xtask/maven/opensearch/pom.xml");
         run_checked(
             Command::new("mvn")
-                .args(["-q", "-B", "-C", "-f"])
+                .args(["-q", "-B", "-C", "-Dstyle.color=never", "-f"])
                 .arg(&pom)
                 .args(["dependency:copy-dependencies", "-DexcludeTransitive=true"])
                 .arg(format!("-DoutputDirectory={}", downloads.display())),

@@ -90,9 +90,7 @@ pub fn require_tool(tool: &str, install_hint: &str) -> Result<()> {
 /// Run a command to completion (inheriting output, so long builds show progress); fail with the
 /// command line when it exits non-zero.
 pub fn run_checked(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }

@@ -53,7 +53,8 @@ fn ready_ok() -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let req = format!("GET /-/ready HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET /-/ready HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
         return false;
     }
@@ -120,7 +121,10 @@ impl Component for Prometheus {
             cmd.current_dir(&data)
                 .arg(format!("--config.file={}", config_path.display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{PORT}"))
-                .arg(format!("--storage.tsdb.path={}", data.join("tsdb").display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    data.join("tsdb").display()
+                ))
                 .arg("--storage.tsdb.retention.time=7d")
                 .arg("--web.enable-lifecycle");
             ctx.spawn(PROCESS, cmd)?;

@@ -10,9 +10,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -166,7 +165,11 @@ fn container(se: &StreamingEnrichment, inputs: &BuildInputs) -> Container {
     };
     Container {
         name: CONTAINER_NAME.into(),
-        image: Some(spec.image.clone().unwrap_or_else(|| inputs.default_image.clone())),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| inputs.default_image.clone()),
+        ),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         args: Some(vec![
             "--config".into(),
@@ -250,7 +253,10 @@ fn env_vars(se: &StreamingEnrichment) -> Vec<EnvVar> {
     }];
     if let Some(creds) = &se.spec.aws.credentials {
         vars.push(secret_env(env::AWS_ACCESS_KEY_ID, &creds.access_key_id));
-        vars.push(secret_env(env::AWS_SECRET_ACCESS_KEY, &creds.secret_access_key));
+        vars.push(secret_env(
+            env::AWS_SECRET_ACCESS_KEY,
+            &creds.secret_access_key,
+        ));
     }
     let auth = &se.spec.sinks.opensearch.auth;
     if auth.kind == OpenSearchAuthKind::Basic {
