@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -242,16 +242,27 @@ pub async fn run(
     .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned);
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            on_synced();
+        // Polled rather than awaited: the controller itself already waits on this store, and a
+        // second waiter on its ready signal is not woken (seen with kube-runtime 5.0).
+        loop {
+            match store.wait_until_ready().now_or_never() {
+                Some(Ok(())) => return on_synced(),
+                Some(Err(e)) => {
+                    return tracing::error!(error = %e, "the resource cache never filled");
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
         }
     });
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "controller event");
+            match res {
+                Ok(_) => {}
+                // Already logged, with its category, by error_policy.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(error = %e, "controller error (watch or queue)"),
             }
         })
         .await;

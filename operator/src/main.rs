@@ -20,6 +20,9 @@ use config::OperatorConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // kube's TLS uses ring; when the workspace build also enables aws-lc-rs for rustls, rustls
+    // cannot choose by itself. Err means a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(OperatorConfig::parse());
     telemetry::init(config.log_format);
     tracing::info!(?config, "starting tributary-operator");

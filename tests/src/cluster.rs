@@ -19,6 +19,9 @@ pub async fn admin_client() -> Result<Client> {
 }
 
 pub async fn client_from(path: &std::path::Path) -> Result<Client> {
+    // kube is built with ring and the AWS SDK with aws-lc-rs; with both providers compiled in,
+    // rustls cannot pick one by itself and panics. (Err: already installed, which is fine.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(cfg)?)

@@ -2,44 +2,20 @@
 //! the controller-manager's StatefulSet controller creates Pods, and its garbage collector deletes
 //! them once their owner is gone. Needs `cargo xtask stack up`; fails (does not skip) without it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
+use tributary_tests::eventually;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn client() -> Result<Client> {
-    // kube is built with ring and the AWS SDK with aws-lc-rs; with both providers compiled in,
-    // rustls cannot pick one by itself and panics. (Err: already installed, which is fine.)
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = tributary_tests::stack_var("KUBECONFIG")?;
-    let kubeconfig = Kubeconfig::read_from(&path).with_context(|| format!("reading {path}"))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
-}
-
-/// Poll `check` every 250 ms until it yields a value, failing with `what` after [`TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if start.elapsed() > TIMEOUT {
-            bail!("timed out after {}s waiting for {what}", TIMEOUT.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    tributary_tests::cluster::admin_client().await
 }
 
 fn statefulset(name: &str) -> StatefulSet {
@@ -92,19 +68,23 @@ async fn statefulset_pod_lifecycle(client: &Client, ns: &str) -> Result<()> {
         .await?;
     let sts_uid = sts.uid().context("created StatefulSet has no uid")?;
 
-    let pod = eventually("the StatefulSet controller to create web-0", || async {
-        let list = pods.list(&ListParams::default()).await?;
-        Ok(list.items.into_iter().find(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.kind == "StatefulSet" && o.uid == sts_uid && o.controller == Some(true))
-        }))
-    })
+    let pod = eventually(
+        "the StatefulSet controller to create web-0",
+        TIMEOUT,
+        || async {
+            let list = pods.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|p| {
+                p.owner_references().iter().any(|o| {
+                    o.kind == "StatefulSet" && o.uid == sts_uid && o.controller == Some(true)
+                })
+            }))
+        },
+    )
     .await?;
     assert_eq!(pod.name_any(), "web-0");
 
     sts_api.delete("web", &DeleteParams::background()).await?;
-    eventually("the garbage collector to delete web-0", || async {
+    eventually("the garbage collector to delete web-0", TIMEOUT, || async {
         let list = pods.list(&ListParams::default()).await?;
         Ok(list.items.is_empty().then_some(()))
     })

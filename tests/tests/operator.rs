@@ -465,8 +465,10 @@ async fn lifecycle(
         let mut full = vec!["auth", "can-i"];
         full.extend(args.iter().copied());
         full.extend(["--as", sa.as_str()]);
+        // The answer is stdout's first line; kubectl may add warnings on stderr after it.
         let (_, out) = kubectl_raw(&full, None)?;
-        ensure!(out.trim() == "no", "operator may {}: {out}", args.join(" "));
+        let answer = out.lines().next().unwrap_or_default().trim();
+        ensure!(answer == "no", "operator may {}: {out}", args.join(" "));
     }
     let (_, out) = kubectl_raw(
         &[

@@ -21,3 +21,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "tributary.serviceAccountName" -}}
 {{- default (include "tributary.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{- /* Cluster-scoped objects carry the namespace, so releases in two namespaces do not collide. */ -}}
+{{- define "tributary.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "tributary.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

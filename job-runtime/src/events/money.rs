@@ -1,0 +1,136 @@
+//! Exact decimals in and out of JSON.
+//!
+//! In: the exact text of a JSON number or string is parsed straight into a [`Decimal`]
+//! (serde_json's `raw_value` hands us the number's text), never through `f64`.
+//!
+//! Out: money is written as a JSON *number* whose digits are exactly the decimal's text
+//! (`12.30` stays `12.30`). Numbers rather than strings because every consumer (OpenSearch
+//! `scaled_float`/`double`, dashboards, `jq`) then sees a number even without the index template
+//! (a string would be mapped as `text` by dynamic mapping: the original's defect 6), while
+//! `_source` keeps the exact digits for anyone re-reading it as a decimal.
+
+use rust_decimal::Decimal;
+use serde::Serializer;
+use serde::ser::Error as _;
+use serde_json::value::RawValue;
+
+/// Parse the text of a decimal: `-12.34`, `0.1`, `1E+3`, `2.5e-3`. Anything else (`NaN`,
+/// `1_000`, ` 1`, more than 28 fractional digits, out of range) is `None`: rounding silently
+/// would make two producers disagree.
+pub fn parse_decimal(text: &str) -> Option<Decimal> {
+    if !is_json_like_number(text) {
+        return None;
+    }
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], Some(&text[i + 1..])),
+        None => (text, None),
+    };
+    let mut value = Decimal::from_str_exact(mantissa).ok()?;
+    let Some(exp) = exponent else {
+        return Some(value);
+    };
+    let exp: i64 = exp.parse().ok()?;
+    let scale = i64::from(value.scale());
+    if exp <= scale {
+        let new_scale = u32::try_from(scale - exp).ok()?;
+        if new_scale > Decimal::MAX_SCALE {
+            return None;
+        }
+        value.set_scale(new_scale).ok()?;
+        Some(value)
+    } else {
+        value.set_scale(0).ok()?;
+        let mut factor = Decimal::ONE;
+        for _ in 0..(exp - scale) {
+            factor = factor.checked_mul(Decimal::TEN)?;
+        }
+        value.checked_mul(factor)
+    }
+}
+
+/// `-?digits(.digits)?([eE][+-]?digits)?` (a leading `+` is tolerated in strings).
+fn is_json_like_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+        i += 1;
+    }
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if !digits(&mut i) {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// Serialise a decimal as a JSON number with exactly its digits.
+pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    let raw = RawValue::from_string(value.to_string()).map_err(S::Error::custom)?;
+    serde::Serialize::serialize(&raw, s)
+}
+
+/// [`serialize`] for optional fields (callers skip `None`).
+pub fn serialize_opt<S: Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => serialize(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exactly() {
+        assert_eq!(parse_decimal("0.1").unwrap().to_string(), "0.1");
+        assert_eq!(
+            parse_decimal("123456789.123456789").unwrap().to_string(),
+            "123456789.123456789"
+        );
+        assert_eq!(parse_decimal("1E+3").unwrap().to_string(), "1000");
+        assert_eq!(parse_decimal("2.5e-3").unwrap().to_string(), "0.0025");
+        assert_eq!(parse_decimal("-12.30").unwrap().to_string(), "-12.30");
+        for bad in [
+            "", "NaN", "1_000", " 1", "1.", ".5", "0x10", "1e", "1e99999", "1e-40",
+        ] {
+            assert!(parse_decimal(bad).is_none(), "{bad:?} must be rejected");
+        }
+        // 29 fractional digits cannot be held exactly: rejected, not rounded.
+        assert!(parse_decimal("0.00000000000000000000000000001").is_none());
+    }
+
+    #[test]
+    fn serialises_as_an_exact_number() {
+        #[derive(serde::Serialize)]
+        struct M {
+            #[serde(serialize_with = "serialize")]
+            v: Decimal,
+        }
+        let v = parse_decimal("123456789.123456789").unwrap();
+        assert_eq!(
+            serde_json::to_string(&M { v }).unwrap(),
+            r#"{"v":123456789.123456789}"#
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The Tributary job runtime: typed events, the event-time join, and (next) the Kinesis sources,
+//! the RocksDB state and the S3 / OpenSearch sinks.
+//!
+//! The binary (`main.rs`) only wires configuration to these modules; everything here is pure
+//! and unit-tested without a network.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod events;
+pub mod join;
+
+#[cfg(test)]
+pub(crate) mod test_fixtures;
