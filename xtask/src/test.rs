@@ -47,16 +47,77 @@ pub fn run(ctx: &Ctx, keep_stack: bool) -> Result<()> {
     )?;
 
     stack::up(ctx)?;
-    let result = run_against_stack(ctx);
+    let mut totals = Totals::default();
+    let result = run_against_stack(ctx, &mut totals);
     if keep_stack {
         progress("leaving the stack running (--keep-stack)");
     } else if let Err(e) = stack::down(ctx) {
         eprintln!("stopping the stack failed: {e:#}");
     }
+    // One closing line over every test binary, so the summary is not the last binary's alone.
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     result
 }
 
-fn run_against_stack(ctx: &Ctx) -> Result<()> {
+/// Counts summed over every `test result:` line cargo test prints.
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run cargo test, echoing its output as it comes and counting its results.
+fn cargo_test(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let start = Instant::now();
+    eprintln!("\n== tests");
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout().lock();
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            totals.add_line(&line);
+            let _ = writeln!(stdout, "{line}");
+        }
+    }
+    let status = child.wait()?;
+    eprintln!(
+        "== tests: {} in {:.0}s",
+        if status.success() { "ok" } else { "FAILED" },
+        start.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
+fn run_against_stack(ctx: &Ctx, totals: &mut Totals) -> Result<()> {
     let env = stack::read_env(ctx)?;
     let helm = env
         .iter()
@@ -74,10 +135,16 @@ fn run_against_stack(ctx: &Ctx) -> Result<()> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| ctx.repo.join("target"));
-    step(
-        "tests",
+    cargo_test(
         cargo(ctx)
-            .args(["test", "--workspace", "--no-fail-fast"])
+            .args([
+                "test",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--no-fail-fast",
+            ])
             .envs(env)
             .env(
                 "TRIBUTARY_OPERATOR_BIN",
@@ -86,5 +153,31 @@ fn run_against_stack(ctx: &Ctx) -> Result<()> {
             // Integration tests share one API server and one OpenSearch node; two at a time
             // keeps the 2-core machine responsive without serialising everything.
             .env("RUST_TEST_THREADS", "2"),
+        totals,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_every_result_line() {
+        let mut t = Totals::default();
+        for l in [
+            "test result: ok. 10 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.04s",
+            "running 3 tests",
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s",
+        ] {
+            t.add_line(l);
+        }
+        assert_eq!(
+            t,
+            Totals {
+                passed: 12,
+                failed: 1,
+                ignored: 1
+            }
+        );
+    }
 }
