@@ -16,9 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::conditions::{ConditionType, get_condition};
-use tributary_tests::cluster::{
-    admin_client, helm, kubeconfig_path, kubectl, kubectl_raw, repo_root,
-};
+use tributary_tests::cluster::{admin_client, helm, kubectl, kubectl_raw, repo_root};
 use tributary_tests::{eventually, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -579,6 +577,33 @@ async fn lifecycle(
     if !metrics.contains("tributary_operator_leader 1") {
         bail!("the operator should report leadership: {metrics}");
     }
-    let _ = kubeconfig_path();
+
+    // --- Two replicas: the second waits as a ready standby and takes over when the leader dies.
+    let op3 = start_operator(sa_kc, sys).await?;
+    wait_ready(&op3).await?;
+    let (_, standby) = admin_get(&op3.admin, "/metrics").await?;
+    ensure!(
+        standby.contains("tributary_operator_leader 0"),
+        "a second replica must not lead: {standby}"
+    );
+    drop(op2);
+    eventually(
+        "the standby to take the Lease",
+        Duration::from_secs(45),
+        || async {
+            let (_, m) = admin_get(&op3.admin, "/metrics").await?;
+            Ok(m.contains("tributary_operator_leader 1").then_some(()))
+        },
+    )
+    .await?;
+    // And it reconciles: a new resource gets its children.
+    let again =
+        example_in("minimal.yaml", ns)?.replace("name: sales-minimal", "name: after-failover");
+    let (ok, out) = apply(&again, ns)?;
+    ensure!(ok, "{out}");
+    eventually("children from the new leader", WAIT, || async {
+        Ok(sts_api.get_opt("after-failover").await?)
+    })
+    .await?;
     Ok(())
 }

@@ -46,9 +46,9 @@ pub fn run(ctx: &Ctx, keep_stack: bool) -> Result<()> {
         cargo(ctx).args(["build", "--bin", "tributary-operator"]),
     )?;
 
-    stack::up(ctx)?;
     let mut totals = Totals::default();
-    let result = run_against_stack(ctx, &mut totals);
+    // A failed `up` may have started some servers: they are stopped below all the same.
+    let result = stack::up(ctx).and_then(|()| run_against_stack(ctx, &mut totals));
     if keep_stack {
         progress("leaving the stack running (--keep-stack)");
     } else if let Err(e) = stack::down(ctx) {
