@@ -1,0 +1,118 @@
+//! The Helm chart renders, validates its values, and every manifest it renders (and every example
+//! resource) passes a server-side dry run against the real API server.
+
+use anyhow::{Context, Result, ensure};
+use tributary_tests::cluster::{helm, kubectl, kubectl_raw, repo_root};
+use tributary_tests::unique;
+
+fn chart() -> Result<String> {
+    Ok(repo_root()
+        .join("charts/tributary")
+        .to_str()
+        .context("chart path")?
+        .to_string())
+}
+
+#[test]
+fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
+    let ns = unique("chart-dry-run");
+    kubectl(&["create", "namespace", &ns])?;
+    let result = (|| -> Result<()> {
+        // The CRD first (as `helm install` would), so the examples can be checked against it.
+        kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            repo_root()
+                .join("charts/tributary/crds")
+                .to_str()
+                .context("path")?,
+        ])?;
+        kubectl(&[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=60s",
+            "crd/streamingenrichments.tributary.dev",
+        ])?;
+        let chart = chart()?;
+        for values in [
+            vec![],
+            vec!["--set", "replicaCount=2", "--set", "logFormat=text"],
+        ] {
+            let mut args = vec!["template", "tributary", chart.as_str(), "-n", &ns];
+            args.extend(values.iter().copied());
+            let rendered = helm(&args)?;
+            for kind in [
+                "Deployment",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "Service",
+            ] {
+                ensure!(
+                    rendered.contains(&format!("kind: {kind}\n")),
+                    "no {kind} rendered"
+                );
+            }
+            let (ok, out) = kubectl_raw(
+                &[
+                    "apply",
+                    "--dry-run=server",
+                    "--server-side",
+                    "-n",
+                    &ns,
+                    "-f",
+                    "-",
+                ],
+                Some(&rendered),
+            )?;
+            ensure!(ok, "server-side dry run of the chart failed: {out}");
+        }
+        for example in ["minimal.yaml", "full.yaml"] {
+            let body = std::fs::read_to_string(repo_root().join("examples").join(example))?
+                .replace("namespace: analytics", &format!("namespace: {ns}"));
+            let (ok, out) = kubectl_raw(
+                &[
+                    "apply",
+                    "--dry-run=server",
+                    "--server-side",
+                    "-n",
+                    &ns,
+                    "-f",
+                    "-",
+                ],
+                Some(&body),
+            )?;
+            ensure!(
+                ok,
+                "server-side dry run of examples/{example} failed: {out}"
+            );
+        }
+        Ok(())
+    })();
+    let _ = kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+    result
+}
+
+#[test]
+fn values_schema_refuses_bad_values() -> Result<()> {
+    for (set, field) in [
+        ("replicaCount=-1", "replicaCount"),
+        ("logFormat=xml", "logFormat"),
+        ("image.pullPolicy=Sometimes", "pullPolicy"),
+        ("unknownKey=1", "unknownKey"),
+    ] {
+        let err = match helm(&["template", "tributary", &chart()?, "--set", set]) {
+            Ok(_) => anyhow::bail!("helm accepted --set {set}"),
+            Err(e) => e.to_string(),
+        };
+        ensure!(
+            err.contains(field),
+            "the error for {set} should name {field}: {err}"
+        );
+    }
+    Ok(())
+}
