@@ -94,3 +94,19 @@ pub fn repo_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_default()
 }
+
+/// Apply the chart's CRDs the way its notes tell users to upgrade them (Helm installs `crds/`
+/// only once), and wait until the API server serves them.
+pub fn install_crds() -> Result<()> {
+    let dir = repo_root().join("charts/tributary/crds");
+    let dir = dir.to_str().context("CRD folder path")?;
+    kubectl(&["apply", "--server-side", "--force-conflicts", "-f", dir])?;
+    kubectl(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd/streamingenrichments.tributary.dev",
+    ])?;
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! resource) passes a server-side dry run against the real API server.
 
 use anyhow::{Context, Result, ensure};
-use tributary_tests::cluster::{helm, kubectl, kubectl_raw, repo_root};
+use tributary_tests::cluster::{helm, install_crds, kubectl, kubectl_raw, repo_root};
 use tributary_tests::unique;
 
 fn chart() -> Result<String> {
@@ -19,23 +19,7 @@ fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
     kubectl(&["create", "namespace", &ns])?;
     let result = (|| -> Result<()> {
         // The CRD first (as `helm install` would), so the examples can be checked against it.
-        kubectl(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            repo_root()
-                .join("charts/tributary/crds")
-                .to_str()
-                .context("path")?,
-        ])?;
-        kubectl(&[
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=60s",
-            "crd/streamingenrichments.tributary.dev",
-        ])?;
+        install_crds()?;
         let chart = chart()?;
         for values in [
             vec![],

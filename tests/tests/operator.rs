@@ -16,7 +16,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::conditions::{ConditionType, get_condition};
-use tributary_tests::cluster::{admin_client, helm, kubectl, kubectl_raw, repo_root};
+use tributary_tests::cluster::{admin_client, helm, install_crds, kubectl, kubectl_raw, repo_root};
 use tributary_tests::{eventually, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -167,20 +167,7 @@ async fn operator_reconciles_examples_through_their_lifecycle() -> Result<()> {
         "replicaCount=0",
     ])?;
     // Helm never upgrades CRDs; apply the current ones the way the chart's notes tell users to.
-    kubectl(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        chart.join("crds").to_str().context("path")?,
-    ])?;
-    kubectl(&[
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout=60s",
-        "crd/streamingenrichments.tributary.dev",
-    ])?;
+    install_crds()?;
 
     let tmp = std::env::temp_dir();
     let sa_kc = service_account_kubeconfig(&sys, "tributary", &tmp)?;

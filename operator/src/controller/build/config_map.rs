@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sha2::{Digest, Sha256};
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::job_config::{CONFIG_FILE, JobConfig};
 
-use super::labels::common_labels;
+use super::labels::child_meta;
 use super::{BuildError, names};
 
 pub fn build(
@@ -21,13 +21,7 @@ pub fn build(
     let yaml = job_config.to_yaml()?;
     let hash = hex::encode(&Sha256::digest(yaml.as_bytes())[..8]);
     let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(names::config_map(name)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(common_labels(name, "config")),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: child_meta(names::config_map(name), namespace, name, "config", owner),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
         ..Default::default()
     };

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use tributary_crds::StreamingEnrichment;
 
@@ -44,4 +44,22 @@ pub fn common_labels(se_name: &str, component: &str) -> BTreeMap<String, String>
 pub fn owner_reference(se: &StreamingEnrichment) -> Result<OwnerReference, BuildError> {
     se.controller_owner_ref(&())
         .ok_or(BuildError::MissingMetadata("uid"))
+}
+
+/// Metadata of one child: its name, the resource's namespace, the common labels and the
+/// controller owner reference.
+pub fn child_meta(
+    child_name: String,
+    namespace: &str,
+    se_name: &str,
+    component: &str,
+    owner: &OwnerReference,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name),
+        namespace: Some(namespace.to_string()),
+        labels: Some(common_labels(se_name, component)),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
 }

@@ -1,11 +1,11 @@
 //! The headless Service (stable pod identities for the StatefulSet) and the metrics Service.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tributary_crds::job_config::ADMIN_PORT;
 
-use super::labels::{common_labels, selector_labels};
+use super::labels::{child_meta, selector_labels};
 use super::names;
 
 pub const ADMIN_PORT_NAME: &str = "admin";
@@ -22,13 +22,7 @@ fn admin_port(name: &str) -> ServicePort {
 
 pub fn headless(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(names::headless_service(name)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(common_labels(name, "job")),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: child_meta(names::headless_service(name), namespace, name, "job", owner),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(selector_labels(name)),
@@ -44,13 +38,13 @@ pub fn headless(name: &str, namespace: &str, owner: &OwnerReference) -> Service 
 
 pub fn metrics(name: &str, namespace: &str, owner: &OwnerReference) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(names::metrics_service(name)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(common_labels(name, "metrics")),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: child_meta(
+            names::metrics_service(name),
+            namespace,
+            name,
+            "metrics",
+            owner,
+        ),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(name)),
             ports: Some(vec![admin_port("metrics")]),

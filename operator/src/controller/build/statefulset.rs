@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tributary_crds::job_config::{ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, STATE_DIR, env};
 use tributary_crds::{OpenSearchAuthKind, SecretKeyRef, StreamingEnrichment};
 
-use super::labels::{common_labels, selector_labels};
+use super::labels::{child_meta, common_labels, selector_labels};
 use super::services::ADMIN_PORT_NAME;
 use super::{BuildInputs, names};
 
@@ -48,13 +48,7 @@ pub fn build(
     pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
 
     StatefulSet {
-        metadata: ObjectMeta {
-            name: Some(names::statefulset(name)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(common_labels(name, "job")),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: child_meta(names::statefulset(name), namespace, name, "job", owner),
         spec: Some(StatefulSetSpec {
             replicas: Some(inputs.replicas),
             service_name: Some(names::headless_service(name)),
