@@ -11,14 +11,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
 
+use super::go::go_build;
 use super::{Component, Ctx, installed, progress, require_tool};
 
 /// `k8s.io/kubernetes` version pinned in `xtask/go/kubernetes/go.mod` (staging modules at v0.36.3).
@@ -328,103 +329,6 @@ fn kcm_ready(pki: &Pki) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // Building Go binaries
-
-/// The Go toolchain: `$GO`, else `go` on PATH, else the usual /usr/local/go install.
-fn go_tool() -> Result<PathBuf> {
-    if let Some(go) = std::env::var_os("GO") {
-        return Ok(PathBuf::from(go));
-    }
-    let fallback = Path::new("/usr/local/go/bin/go");
-    if require_tool("go", "").is_err() && fallback.exists() {
-        return Ok(fallback.to_path_buf());
-    }
-    require_tool(
-        "go",
-        "Go 1.26 or newer (https://go.dev/doc/install), or set GO=/path/to/go",
-    )?;
-    Ok(PathBuf::from("go"))
-}
-
-/// Whether `<bin>/<name>` exists and its `<name>.version` marker holds `version`.
-pub(super) fn built(ctx: &Ctx, name: &str, version: &str) -> bool {
-    installed(&bin(ctx, name))
-        && std::fs::read_to_string(bin(ctx, &format!("{name}.version")))
-            .is_ok_and(|v| v.trim() == version)
-}
-
-/// Build the commands `targets` (package, binary name) of the Go module `xtask/go/<module>` into
-/// the bin folder, skipping those already built at `version`. Go's own module and build caches
-/// (~/go, ~/.cache/go-build) are kept, so a rebuild after a version bump is incremental.
-pub(super) fn go_build(
-    ctx: &Ctx,
-    module: &str,
-    version: &str,
-    ldflags: &str,
-    targets: &[(&str, &str)],
-) -> Result<()> {
-    let module_dir = ctx.repo.join("xtask/go").join(module);
-    for (pkg, name) in targets {
-        if built(ctx, name, version) {
-            progress(&format!("{name} {version} already built"));
-            continue;
-        }
-        let go = go_tool()?;
-        let staging = ctx.home.join("build").join(module);
-        std::fs::create_dir_all(&staging)?;
-        let out = staging.join(name);
-        progress(&format!(
-            "building {name} {version} from {} (Go; the first build takes many minutes)",
-            module_dir.display()
-        ));
-        let start = Instant::now();
-        let mut child = Command::new(&go)
-            .current_dir(&module_dir)
-            .args([
-                "build",
-                "-trimpath",
-                "-buildvcs=false",
-                "-ldflags",
-                ldflags,
-                "-o",
-            ])
-            .arg(&out)
-            .arg(pkg)
-            .spawn()
-            .with_context(|| format!("running {} build {pkg}", go.display()))?;
-        let mut last = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if last.elapsed() > Duration::from_secs(60) {
-                progress(&format!(
-                    "still building {name} ({:.0} min)",
-                    start.elapsed().as_secs_f64() / 60.0
-                ));
-                last = Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
-        if !status.success() {
-            bail!(
-                "go build {pkg} (in {}) failed with {status}",
-                module_dir.display()
-            );
-        }
-        std::fs::rename(&out, bin(ctx, name)).with_context(|| {
-            format!("moving {} into {}", out.display(), ctx.bin_dir().display())
-        })?;
-        std::fs::write(bin(ctx, &format!("{name}.version")), version)?;
-        progress(&format!(
-            "built {name} {version} in {:.0}s",
-            start.elapsed().as_secs_f64()
-        ));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Certificates and kubeconfigs
 
 /// A client or serving certificate of the PKI.
 struct Leaf {

@@ -5,6 +5,7 @@
 //! starts them in order; `stack down` stops every process it recorded; `stack status` probes each.
 //! The endpoints of a running stack are written to `stack.env`, which tests read.
 
+mod go;
 mod kinesis;
 mod kubernetes;
 mod opensearch;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::kubernetes::go_build;
+use super::go::go_build;
 use super::{Component, Ctx, progress, require_tool};
 
 /// `github.com/versity/versitygw` version pinned in `xtask/go/versitygw/go.mod`.

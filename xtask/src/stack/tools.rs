@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 
-use super::kubernetes::{KUBERNETES_VERSION, built, go_build, kube_ldflags};
+use super::go::{built, go_build};
+use super::kubernetes::{KUBERNETES_VERSION, kube_ldflags};
 use super::{Component, Ctx};
 
 /// `helm.sh/helm/v3` version pinned in `xtask/go/helm/go.mod`.
