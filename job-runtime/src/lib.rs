@@ -8,6 +8,7 @@
 
 pub mod events;
 pub mod join;
+pub mod reference;
 
 #[cfg(test)]
 pub(crate) mod test_fixtures;

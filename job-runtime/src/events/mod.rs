@@ -24,7 +24,7 @@ pub use address::Address;
 pub use customer::Customer;
 pub use enriched::{EnrichedCustomer, EnrichedSale, JoinFlag};
 pub use ids::{AddressId, CustomerId, ItemId, PromoId, WarehouseId};
-pub use reference::{Item, Promo};
+pub use reference::{ITEM_COLUMNS, Item, PROMO_COLUMNS, Promo};
 pub use sale::{Sale, SaleKey};
 pub use time::EventTime;
 

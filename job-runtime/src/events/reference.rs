@@ -54,7 +54,8 @@ pub struct Promo {
     pub promo_end_date: Option<String>,
 }
 
-const ITEM_COLUMNS: [&str; 12] = [
+/// Column order of the item CSV (and column names of the Parquet file).
+pub const ITEM_COLUMNS: [&str; 12] = [
     "item_id",
     "item_desc",
     "brand",
@@ -69,7 +70,8 @@ const ITEM_COLUMNS: [&str; 12] = [
     "item_datetime",
 ];
 
-const PROMO_COLUMNS: [&str; 8] = [
+/// Column order of the promo CSV (and column names of the Parquet file).
+pub const PROMO_COLUMNS: [&str; 8] = [
     "promo_id",
     "cost",
     "response_target",
