@@ -73,7 +73,7 @@ fn demo(ctx: &stack::Ctx) -> Result<()> {
         println!("  {k}={v}");
     }
     println!(
-        "\nTry:\n  export $(grep -v '^#' {} | xargs)\n  $KUBECTL get ns\n  curl -s $OPENSEARCH_URL\n\nStop it with `cargo xtask stack down`.",
+        "\nTry:\n  set -a; . {}; set +a\n  $KUBECTL get ns\n  curl -s \"$OPENSEARCH_URL/_cluster/health\"\n\nStop it with `cargo xtask stack down`.",
         stack::env_path(ctx).display()
     );
     Ok(())
