@@ -9,6 +9,7 @@
 pub mod events;
 pub mod join;
 pub mod reference;
+pub mod state;
 
 #[cfg(test)]
 pub(crate) mod test_fixtures;

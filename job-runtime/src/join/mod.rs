@@ -48,7 +48,10 @@
 //! a dimension version arriving *after* a sale was emitted, with an event time before the sale,
 //! does not re-emit that sale.
 //!
-//! # RocksDB mapping (next step)
+//! # RocksDB mapping
+//!
+//! Implemented by [`crate::state::RocksState`] (see its docs for the per-batch overlay and
+//! commit; compaction there deletes key by key rather than with `delete_range`).
 //!
 //! Column families and keys (integers big-endian with the sign bit flipped, so byte order is
 //! numeric order; strings length-prefixed so a prefix never matches a longer id):
@@ -64,7 +67,7 @@ mod memory;
 mod state;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use memory::MemoryState;
 pub use state::{DeadLetterReason, JoinState, MissingKey, PendingSale, ProcessingTime};
@@ -149,6 +152,15 @@ impl<S: JoinState> Joiner<S> {
 
     pub fn state(&self) -> &S {
         &self.state
+    }
+
+    /// For the batch boundary: the runtime commits (or aborts) the state's batch through this.
+    pub fn state_mut(&mut self) -> &mut S {
+        &mut self.state
+    }
+
+    pub fn into_state(self) -> S {
+        self.state
     }
 
     pub fn stats(&self) -> JoinStats {

@@ -6,28 +6,49 @@ use super::*;
 use crate::events::{EnrichedSale, SaleKey};
 use crate::test_fixtures::{address, customer, item, promo, sale, t};
 
-const MAX_WAIT: Duration = Duration::from_secs(600);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
 
-fn rules() -> JoinRules {
+pub(crate) fn rules() -> JoinRules {
     JoinRules {
         max_wait: MAX_WAIT,
         allowed_lateness: Duration::from_secs(50),
     }
 }
 
-fn joiner() -> Joiner<MemoryState> {
-    Joiner::new(MemoryState::default(), rules())
+/// What the scenarios need of a state beyond [`JoinState`]: two inspections. Every scenario
+/// runs against each implementation (see [`scenarios!`] at the end of this file).
+pub(crate) trait TestState: JoinState {
+    /// Event times of the stored versions of a customer, ascending.
+    fn versions(&self, id: &CustomerId) -> Vec<EventTime>;
+    /// (pending sales, waiting index entries, deadline index entries).
+    fn counts(&self) -> (usize, usize, usize);
+}
+
+impl TestState for MemoryState {
+    fn versions(&self, id: &CustomerId) -> Vec<EventTime> {
+        self.customer_versions(id)
+    }
+    fn counts(&self) -> (usize, usize, usize) {
+        self.pending_counts()
+    }
+}
+
+/// Makes an empty state.
+type New<S> = fn() -> S;
+
+fn joiner<S: TestState>(new: New<S>) -> Joiner<S> {
+    Joiner::new(new(), rules())
 }
 
 /// A joiner with item 7 and promo 5 loaded.
-fn with_reference() -> Joiner<MemoryState> {
-    let mut j = joiner();
+fn with_reference<S: TestState>(new: New<S>) -> Joiner<S> {
+    let mut j = joiner(new);
     assert!(j.on_item(item(7)).unwrap().is_empty());
     assert!(j.on_promo(promo(5)).unwrap().is_empty());
     j
 }
 
-fn now(ms: i64) -> ProcessingTime {
+pub(crate) fn now(ms: i64) -> ProcessingTime {
     ProcessingTime::from_millis(1_700_000_000_000 + ms)
 }
 
@@ -55,21 +76,20 @@ fn dead_letters(out: Vec<JoinOutput>) -> Vec<DeadLetter> {
         .collect()
 }
 
-fn waiting(j: &Joiner<MemoryState>, key: SaleKey) -> MissingKey {
+fn waiting<S: TestState>(j: &Joiner<S>, key: SaleKey) -> MissingKey {
     j.state().pending(key).unwrap().unwrap().waiting_on
 }
 
-fn assert_no_pending(j: &Joiner<MemoryState>) {
-    assert_eq!(j.state().pending_counts(), (0, 0, 0), "state leaks");
+fn assert_no_pending<S: TestState>(j: &Joiner<S>) {
+    assert_eq!(j.state().counts(), (0, 0, 0), "state leaks");
 }
 
 fn k(order_id: i64, item_id: i64) -> SaleKey {
     SaleKey { order_id, item_id }
 }
 
-#[test]
-fn sale_before_customer_waits_then_joins() {
-    let mut j = with_reference();
+fn sale_before_customer_waits_then_joins<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     let s = sale(1, 7, "C1", "C1", 100, None);
     assert!(j.on_sale(s, now(0)).unwrap().is_empty());
     assert_eq!(waiting(&j, k(1, 7)), MissingKey::Customer("C1".into()));
@@ -94,9 +114,8 @@ fn sale_before_customer_waits_then_joins() {
     assert_no_pending(&j);
 }
 
-#[test]
-fn address_after_customer() {
-    let mut j = with_reference();
+fn address_after_customer<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     assert!(
         j.on_customer(customer("C1", "A1", 10, "Edwards"))
             .unwrap()
@@ -116,9 +135,8 @@ fn address_after_customer() {
     assert_no_pending(&j);
 }
 
-#[test]
-fn customer_update_after_the_sale_keeps_the_version_valid_at_sale_time() {
-    let mut j = with_reference();
+fn customer_update_after_the_sale_keeps_the_version_valid_at_sale_time<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_customer(customer("C1", "A1", 10, "Old")).unwrap();
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     // Emitted at once with the version valid at t=100.
@@ -163,9 +181,8 @@ fn customer_update_after_the_sale_keeps_the_version_valid_at_sale_time() {
     assert_no_pending(&j);
 }
 
-#[test]
-fn address_is_the_version_valid_at_sale_time() {
-    let mut j = with_reference();
+fn address_is_the_version_valid_at_sale_time<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
     j.on_address(address("A1", 0, "Before")).unwrap();
     j.on_address(address("A1", 200, "After")).unwrap();
@@ -187,9 +204,8 @@ fn address_is_the_version_valid_at_sale_time() {
     );
 }
 
-#[test]
-fn two_customers_at_one_unseen_address_both_join() {
-    let mut j = with_reference();
+fn two_customers_at_one_unseen_address_both_join<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_customer(customer("C1", "A1", 0, "One")).unwrap();
     j.on_customer(customer("C2", "A1", 0, "Two")).unwrap();
     assert!(
@@ -226,9 +242,8 @@ fn two_customers_at_one_unseen_address_both_join() {
     assert_no_pending(&j);
 }
 
-#[test]
-fn many_sales_wait_for_one_customer() {
-    let mut j = with_reference();
+fn many_sales_wait_for_one_customer<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     for order in 1..=3 {
         j.on_sale(sale(order, 7, "C1", "C1", 100, None), now(0))
             .unwrap();
@@ -242,9 +257,8 @@ fn many_sales_wait_for_one_customer() {
     assert_no_pending(&j);
 }
 
-#[test]
-fn missing_promo_waits_then_joins() {
-    let mut j = with_reference();
+fn missing_promo_waits_then_joins<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     assert!(
@@ -258,9 +272,8 @@ fn missing_promo_waits_then_joins() {
     assert_no_pending(&j);
 }
 
-#[test]
-fn null_promo_joins_without_promo() {
-    let mut j = with_reference();
+fn null_promo_joins_without_promo<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     let doc = one_doc(
@@ -277,9 +290,8 @@ fn null_promo_joins_without_promo() {
     assert_eq!(doc.promo.unwrap().promo_id, 5);
 }
 
-#[test]
-fn expired_wait_goes_to_dead_letter_with_its_reason() {
-    let mut j = with_reference();
+fn expired_wait_goes_to_dead_letter_with_its_reason<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_customer(customer("C2", "A2", 0, "NoAddress")).unwrap();
     j.on_customer(customer("C3", "A3", 0, "Ok")).unwrap();
     j.on_address(address("A3", 0, "Springfield")).unwrap();
@@ -320,9 +332,10 @@ fn expired_wait_goes_to_dead_letter_with_its_reason() {
     );
 }
 
-#[test]
-fn customer_known_only_after_the_sale_waits_then_uses_the_earliest_version_flagged() {
-    let mut j = with_reference();
+fn customer_known_only_after_the_sale_waits_then_uses_the_earliest_version_flagged<S: TestState>(
+    new: New<S>,
+) {
+    let mut j = with_reference(new);
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     j.on_customer(customer("C1", "A1", 200, "Created")).unwrap();
     j.on_customer(customer("C1", "A1", 220, "Updated")).unwrap();
@@ -354,7 +367,7 @@ fn customer_known_only_after_the_sale_waits_then_uses_the_earliest_version_flagg
     assert_no_pending(&j);
 
     // A version valid at sale time arriving within maxWait is used, unflagged.
-    let mut j = with_reference();
+    let mut j = with_reference(new);
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     j.on_customer(customer("C1", "A1", 200, "Created")).unwrap();
     j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
@@ -367,23 +380,22 @@ fn customer_known_only_after_the_sale_waits_then_uses_the_earliest_version_flagg
     assert!(doc.join_flags.is_empty());
 }
 
-#[test]
-fn compaction_keeps_the_version_valid_at_the_horizon_and_the_latest() {
+fn compaction_keeps_the_version_valid_at_the_horizon_and_the_latest<S: TestState>(new: New<S>) {
     // allowed_lateness is 50 s.
-    let mut j = with_reference();
+    let mut j = with_reference(new);
     let id: CustomerId = "C1".into();
     j.on_customer(customer("C1", "A1", 0, "v0")).unwrap();
     j.on_customer(customer("C1", "A1", 30, "v30")).unwrap();
     j.on_customer(customer("C1", "A1", 100, "v100")).unwrap();
     // Horizon 50: v30 is valid there and stays, v0 goes.
-    assert_eq!(j.state().customer_versions(&id), [t(30), t(100)]);
+    assert_eq!(j.state().versions(&id), [t(30), t(100)]);
     assert_eq!(j.stats().versions_compacted, 1);
     // Too late (before v30, itself before the horizon): dropped at once.
     j.on_customer(customer("C1", "A1", 10, "v10")).unwrap();
-    assert_eq!(j.state().customer_versions(&id), [t(30), t(100)]);
+    assert_eq!(j.state().versions(&id), [t(30), t(100)]);
     // Within the window a late version is kept and used.
     j.on_customer(customer("C1", "A1", 70, "v70")).unwrap();
-    assert_eq!(j.state().customer_versions(&id), [t(30), t(70), t(100)]);
+    assert_eq!(j.state().versions(&id), [t(30), t(70), t(100)]);
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     let doc = one_doc(j.on_sale(sale(1, 7, "C1", "C1", 60, None), now(0)).unwrap());
     assert_eq!(doc.bill_customer.customer.last_name.as_deref(), Some("v30"));
@@ -392,22 +404,21 @@ fn compaction_keeps_the_version_valid_at_the_horizon_and_the_latest() {
     // A lone, very old version is always kept (it is the latest).
     j.on_customer(customer("C9", "A1", -100_000, "old"))
         .unwrap();
-    assert_eq!(j.state().customer_versions(&"C9".into()), [t(-100_000)]);
+    assert_eq!(j.state().versions(&"C9".into()), [t(-100_000)]);
 
     // The retained set does not depend on arrival order.
-    let mut other = with_reference();
+    let mut other = with_reference(new);
     for at in [100, 70, 10, 30, 0] {
         other
             .on_customer(customer("C1", "A1", at, &format!("v{at}")))
             .unwrap();
     }
-    assert_eq!(other.state().customer_versions(&id), [t(30), t(70), t(100)]);
+    assert_eq!(other.state().versions(&id), [t(30), t(70), t(100)]);
 }
 
-#[test]
-fn same_event_time_tie_break_does_not_depend_on_order() {
+fn same_event_time_tie_break_does_not_depend_on_order<S: TestState>(new: New<S>) {
     let run = |first: &str, second: &str| {
-        let mut j = with_reference();
+        let mut j = with_reference(new);
         j.on_address(address("A1", 0, "Springfield")).unwrap();
         j.on_customer(customer("C1", "A1", 10, first)).unwrap();
         j.on_customer(customer("C1", "A1", 10, second)).unwrap();
@@ -419,14 +430,13 @@ fn same_event_time_tie_break_does_not_depend_on_order() {
     assert_eq!(run("Alpha", "Beta"), run("Beta", "Alpha"));
 }
 
-#[test]
-fn a_duplicate_waiting_sale_replaces_it_and_keeps_the_first_deadline() {
-    let mut j = with_reference();
+fn a_duplicate_waiting_sale_replaces_it_and_keeps_the_first_deadline<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
     j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
         .unwrap();
     j.on_sale(sale(1, 7, "C1", "C1", 100, Some(5)), now(500))
         .unwrap();
-    assert_eq!(j.state().pending_counts(), (1, 1, 1));
+    assert_eq!(j.state().counts(), (1, 1, 1));
     let p = j.state().pending(k(1, 7)).unwrap().unwrap();
     assert_eq!((p.arrived_at, p.sale.promo_id), (now(0), Some(5)));
     let wait = i64::try_from(MAX_WAIT.as_millis()).unwrap();
@@ -436,7 +446,7 @@ fn a_duplicate_waiting_sale_replaces_it_and_keeps_the_first_deadline() {
 
 /// One input of a replay script.
 #[derive(Clone)]
-enum Input {
+pub(crate) enum Input {
     Sale(Sale),
     Customer(Customer),
     Address(Address),
@@ -445,7 +455,7 @@ enum Input {
     Tick,
 }
 
-fn script() -> Vec<Input> {
+pub(crate) fn script() -> Vec<Input> {
     vec![
         Input::Sale(sale(1, 7, "C1", "C2", 100, Some(5))),
         Input::Customer(customer("C1", "A1", 10, "Bill")),
@@ -464,8 +474,16 @@ fn script() -> Vec<Input> {
 }
 
 /// Run a script, one processing-time second per input, returning every output as bytes.
-fn run(inputs: &[Input]) -> Vec<Vec<u8>> {
-    let mut j = joiner();
+fn run<S: TestState>(new: New<S>, inputs: &[Input]) -> Vec<Vec<u8>> {
+    run_on(joiner(new), inputs, |j| j)
+}
+
+/// [`run`] over any state; `between` is called after each input (e.g. to commit and reopen).
+pub(crate) fn run_on<S: JoinState>(
+    mut j: Joiner<S>,
+    inputs: &[Input],
+    mut between: impl FnMut(Joiner<S>) -> Joiner<S>,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         let at = now(i64::try_from(i).unwrap() * 1000);
@@ -484,14 +502,14 @@ fn run(inputs: &[Input]) -> Vec<Vec<u8>> {
                 JoinOutput::DeadLetter(d) => serde_json::to_vec(&d).unwrap(),
             });
         }
+        j = between(j);
     }
     out
 }
 
-#[test]
-fn replay_of_the_same_inputs_gives_byte_identical_documents() {
-    let first = run(&script());
-    let second = run(&script());
+fn replay_of_the_same_inputs_gives_byte_identical_documents<S: TestState>(new: New<S>) {
+    let first = run(new, &script());
+    let second = run(new, &script());
     assert_eq!(first, second);
     // Sanity: the script exercises emission and dead-letter.
     let text: Vec<String> = first
@@ -514,8 +532,9 @@ fn replay_of_the_same_inputs_gives_byte_identical_documents() {
     );
 }
 
-#[test]
-fn a_sale_gets_the_same_document_whether_dimensions_come_before_or_after_it() {
+fn a_sale_gets_the_same_document_whether_dimensions_come_before_or_after_it<S: TestState>(
+    new: New<S>,
+) {
     let dims = vec![
         Input::Item(item(7)),
         Input::Promo(promo(5)),
@@ -530,8 +549,52 @@ fn a_sale_gets_the_same_document_whether_dimensions_come_before_or_after_it() {
     sale_last.push(s);
     let mut reversed: Vec<Input> = dims.into_iter().rev().collect();
     reversed.insert(2, Input::Sale(sale(1, 7, "C1", "C1", 100, Some(5))));
-    let a = run(&sale_first);
+    let a = run(new, &sale_first);
     assert_eq!(a.len(), 1);
-    assert_eq!(a, run(&sale_last));
-    assert_eq!(a, run(&reversed));
+    assert_eq!(a, run(new, &sale_last));
+    assert_eq!(a, run(new, &reversed));
 }
+
+/// Every scenario as a test against each state implementation: in memory; RocksDB within one
+/// uncommitted batch (reads served by the overlay); RocksDB committing after every write
+/// (reads served by the database).
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[test]
+            fn $name() {
+                super::$name(crate::join::MemoryState::default);
+            })*
+        }
+        mod rocksdb_batch {
+            $(#[test]
+            fn $name() {
+                super::$name(|| crate::state::RocksState::temporary(false));
+            })*
+        }
+        mod rocksdb_committed {
+            $(#[test]
+            fn $name() {
+                super::$name(|| crate::state::RocksState::temporary(true));
+            })*
+        }
+    };
+}
+
+scenarios!(
+    sale_before_customer_waits_then_joins,
+    address_after_customer,
+    customer_update_after_the_sale_keeps_the_version_valid_at_sale_time,
+    address_is_the_version_valid_at_sale_time,
+    two_customers_at_one_unseen_address_both_join,
+    many_sales_wait_for_one_customer,
+    missing_promo_waits_then_joins,
+    null_promo_joins_without_promo,
+    expired_wait_goes_to_dead_letter_with_its_reason,
+    customer_known_only_after_the_sale_waits_then_uses_the_earliest_version_flagged,
+    compaction_keeps_the_version_valid_at_the_horizon_and_the_latest,
+    same_event_time_tie_break_does_not_depend_on_order,
+    a_duplicate_waiting_sale_replaces_it_and_keeps_the_first_deadline,
+    replay_of_the_same_inputs_gives_byte_identical_documents,
+    a_sale_gets_the_same_document_whether_dimensions_come_before_or_after_it,
+);

@@ -1,0 +1,559 @@
+//! [`JoinState`] in RocksDB, following the mapping in the [`crate::join`] module docs.
+//!
+//! # Batches
+//!
+//! The join mutates state through many small calls per input batch. They are not written to
+//! RocksDB one by one: they go to an in-memory **overlay** (one ordered map per column family
+//! of pending puts and deletes) that every read consults before the database, so reads inside
+//! a batch see the batch's own writes. [`RocksState::commit`] turns the overlay *and* the
+//! source offsets (`stream`, `shard` -> sequence number) into one `WriteBatch` and writes it
+//! atomically, so offsets move only together with the state they produced.
+//! [`RocksState::abort`] (or dropping the state, e.g. a crash) discards the overlay: on
+//! restart the state and [`RocksState::offsets`] are those of the last commit, and the
+//! sources resume from there.
+//!
+//! Commits use RocksDB's write-ahead log without an fsync per batch: a process crash loses
+//! nothing committed; a machine crash may lose the last batches, but always whole batches
+//! with their offsets (the WAL replays a consistent prefix), so the sources replay them.
+//!
+//! # Compaction
+//!
+//! Version compaction deletes the dropped versions key by key (it counts them anyway, and a
+//! per-key delete fits the overlay); a `delete_range` would save little for the handful of
+//! versions one id keeps within `allowedLateness`.
+//!
+//! # Options
+//!
+//! Deliberately minimal: LZ4 compression for every column family (values are JSON), and one
+//! shared LRU block cache of [`BLOCK_CACHE_BYTES`]. Everything else is RocksDB's default.
+
+mod keys;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    WriteBatch,
+};
+
+use crate::events::{
+    Address, AddressId, Customer, CustomerId, EventTime, Item, ItemId, Promo, PromoId, SaleKey,
+};
+use crate::join::{JoinState, MissingKey, PendingSale, ProcessingTime};
+
+/// The on-disk layout this binary writes. Bump on any incompatible change of keys or values.
+pub const LAYOUT_VERSION: u32 = 1;
+/// The block cache shared by all column families.
+pub const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+const LAYOUT_KEY: &[u8] = b"layout_version";
+
+/// Column families, in [`Cf`] order.
+const CF_NAMES: [&str; 9] = [
+    "customers",
+    "addresses",
+    "items",
+    "promos",
+    "pending",
+    "waiting",
+    "deadlines",
+    "offsets",
+    "meta",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cf {
+    Customers,
+    Addresses,
+    Items,
+    Promos,
+    Pending,
+    Waiting,
+    Deadlines,
+    Offsets,
+    Meta,
+}
+
+impl Cf {
+    const fn name(self) -> &'static str {
+        CF_NAMES[self as usize]
+    }
+}
+
+/// Errors of the RocksDB state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error(
+        "state layout version {found} is newer than this binary supports ({supported}); \
+         run a newer binary or start from an empty state directory"
+    )]
+    NewerLayout { found: u32, supported: u32 },
+    #[error("state layout version {0} is not supported (this binary reads {LAYOUT_VERSION})")]
+    UnsupportedLayout(u32),
+    #[error("column family `{0}` is missing")]
+    MissingColumnFamily(&'static str),
+    #[error("encoding a value: {0}")]
+    Encode(serde_json::Error),
+    #[error("corrupt entry in `{cf}`: {reason}")]
+    Corrupt { cf: &'static str, reason: String },
+}
+
+/// A key and its value.
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// Pending writes of the current batch: `Some(value)` = put, `None` = delete.
+type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 9];
+
+/// [`JoinState`] over RocksDB with per-batch atomic commits.
+pub struct RocksState {
+    db: DB,
+    overlay: Overlay,
+    /// Tests only: commit after every write, so that reads are served by RocksDB.
+    #[cfg(test)]
+    write_through: bool,
+    /// Tests only: the directory of [`RocksState::temporary`], removed after `db` is closed
+    /// (fields drop in declaration order).
+    #[cfg(test)]
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for RocksState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksState")
+            .field("path", &self.db.path())
+            .field(
+                "uncommitted",
+                &self.overlay.iter().map(BTreeMap::len).sum::<usize>(),
+            )
+            .finish()
+    }
+}
+
+fn cf_options(cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    let mut opts = Options::default();
+    opts.set_compression_type(DBCompressionType::Lz4);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl RocksState {
+    /// Open (or create) the state at `path`. Refuses a layout newer than [`LAYOUT_VERSION`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
+        let path = path.as_ref();
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut db_opts = cf_options(&cache);
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        // A newer layout may have added column families; open them too so that the version
+        // check below, not RocksDB, reports the mismatch.
+        let mut names: Vec<String> = CF_NAMES.iter().map(|n| (*n).to_string()).collect();
+        for existing in DB::list_cf(&db_opts, path).unwrap_or_default() {
+            if !names.contains(&existing) {
+                names.push(existing);
+            }
+        }
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(&cache)));
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        let state = Self {
+            db,
+            overlay: Default::default(),
+            #[cfg(test)]
+            write_through: false,
+            #[cfg(test)]
+            _temp_dir: None,
+        };
+        state.check_layout()?;
+        Ok(state)
+    }
+
+    fn check_layout(&self) -> Result<(), StateError> {
+        let meta = self.cf(Cf::Meta)?;
+        match self.db.get_cf(meta, LAYOUT_KEY)? {
+            None => {
+                self.db
+                    .put_cf(meta, LAYOUT_KEY, LAYOUT_VERSION.to_be_bytes())?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StateError::Corrupt {
+                        cf: "meta",
+                        reason: "layout version is not 4 bytes".into(),
+                    })?;
+                match found {
+                    LAYOUT_VERSION => Ok(()),
+                    f if f > LAYOUT_VERSION => Err(StateError::NewerLayout {
+                        found: f,
+                        supported: LAYOUT_VERSION,
+                    }),
+                    f => Err(StateError::UnsupportedLayout(f)),
+                }
+            }
+        }
+    }
+
+    /// Write this batch's state changes together with the source positions that produced
+    /// them, atomically. `offsets` maps (`stream`, `shard`) to the last sequence number
+    /// processed; shards not mentioned keep their stored offset.
+    pub fn commit(
+        &mut self,
+        offsets: &BTreeMap<(String, String), String>,
+    ) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        for (i, writes) in self.overlay.iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            let cf = self.cf_at(i)?;
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.put_cf(cf, k, v),
+                    None => batch.delete_cf(cf, k),
+                }
+            }
+        }
+        let cf = self.cf(Cf::Offsets)?;
+        for ((stream, shard), seq) in offsets {
+            batch.put_cf(cf, keys::offset(stream, shard), seq.as_bytes());
+        }
+        self.db.write(batch)?;
+        self.abort();
+        Ok(())
+    }
+
+    /// Discard the uncommitted changes of the current batch.
+    pub fn abort(&mut self) {
+        for writes in &mut self.overlay {
+            writes.clear();
+        }
+    }
+
+    /// The committed source positions: (`stream`, `shard`) -> sequence number.
+    pub fn offsets(&self) -> Result<BTreeMap<(String, String), String>, StateError> {
+        let cf = self.cf(Cf::Offsets)?;
+        let mut out = BTreeMap::new();
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let bad = |reason: &str| StateError::Corrupt {
+                cf: "offsets",
+                reason: reason.into(),
+            };
+            let (stream, rest) = keys::get_str(k).ok_or_else(|| bad("bad key"))?;
+            let (shard, _) = keys::get_str(rest).ok_or_else(|| bad("bad key"))?;
+            let seq = std::str::from_utf8(v).map_err(|_| bad("sequence is not UTF-8"))?;
+            out.insert((stream.to_string(), shard.to_string()), seq.to_string());
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StateError> {
+        self.db
+            .cf_handle(cf.name())
+            .ok_or(StateError::MissingColumnFamily(cf.name()))
+    }
+
+    fn cf_at(&self, i: usize) -> Result<&ColumnFamily, StateError> {
+        let name = CF_NAMES[i];
+        self.db
+            .cf_handle(name)
+            .ok_or(StateError::MissingColumnFamily(name))
+    }
+
+    /// Tests only: a state in a fresh temporary directory; `write_through` commits after
+    /// every write.
+    #[cfg(test)]
+    pub(crate) fn temporary(write_through: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = Self::open(dir.path()).unwrap();
+        state.write_through = write_through;
+        state._temp_dir = Some(dir);
+        state
+    }
+
+    fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.overlay[cf as usize].insert(key, Some(value));
+        self.written()
+    }
+
+    fn delete(&mut self, cf: Cf, key: Vec<u8>) -> Result<(), StateError> {
+        self.overlay[cf as usize].insert(key, None);
+        self.written()
+    }
+
+    #[cfg(not(test))]
+    fn written(&mut self) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn written(&mut self) -> Result<(), StateError> {
+        if self.write_through {
+            self.commit(&BTreeMap::new())?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(v) = self.overlay[cf as usize].get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    /// The entry with the greatest key in `lo..=hi`, overlay first.
+    fn last_in(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> Result<Option<Entry>, StateError> {
+        let overlay = &self.overlay[cf as usize];
+        let mut from_db = None;
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek_for_prev(hi);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k < lo {
+                break;
+            }
+            if !overlay.contains_key(k) {
+                from_db = Some((k.to_vec(), v.to_vec()));
+                break;
+            }
+            it.prev();
+        }
+        it.status()?;
+        let from_overlay = overlay
+            .range(lo.to_vec()..=hi.to_vec())
+            .rev()
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
+        Ok(match (from_db, from_overlay) {
+            (Some(d), Some(o)) => Some(if o.0 > d.0 { o } else { d }),
+            (d, o) => d.or(o),
+        })
+    }
+
+    /// The entry with the smallest key in `lo..=hi`, overlay first.
+    fn first_in(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> Result<Option<Entry>, StateError> {
+        let overlay = &self.overlay[cf as usize];
+        let mut from_db = None;
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek(lo);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k > hi {
+                break;
+            }
+            if !overlay.contains_key(k) {
+                from_db = Some((k.to_vec(), v.to_vec()));
+                break;
+            }
+            it.next();
+        }
+        it.status()?;
+        let from_overlay = overlay
+            .range(lo.to_vec()..=hi.to_vec())
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
+        Ok(match (from_db, from_overlay) {
+            (Some(d), Some(o)) => Some(if o.0 < d.0 { o } else { d }),
+            (d, o) => d.or(o),
+        })
+    }
+
+    /// Every key in `lo..=hi`, ascending, with the overlay applied.
+    fn keys_in(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let overlay = &self.overlay[cf as usize];
+        let mut merged: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek(lo);
+        while let Some(k) = it.key() {
+            if k > hi {
+                break;
+            }
+            merged.insert(k.to_vec(), true);
+            it.next();
+        }
+        it.status()?;
+        for (k, v) in overlay.range(lo.to_vec()..=hi.to_vec()) {
+            merged.insert(k.clone(), v.is_some());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, live)| live.then_some(k))
+            .collect())
+    }
+
+    /// Remove the versions of `id` strictly older than the greatest one `<= horizon`.
+    fn compact(&mut self, cf: Cf, id: &str, horizon: EventTime) -> Result<usize, StateError> {
+        let lo = keys::version(id, i64::MIN);
+        let hi = keys::version(id, horizon.as_micros());
+        let mut older = self.keys_in(cf, &lo, &hi)?;
+        // The last one is the version valid at the horizon: it stays.
+        older.pop();
+        let dropped = older.len();
+        for k in older {
+            self.delete(cf, k)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Event times of the stored versions of a customer, ascending (for tests and tooling).
+    pub fn customer_versions(&self, id: &CustomerId) -> Result<Vec<EventTime>, StateError> {
+        let lo = keys::version(id.as_str(), i64::MIN);
+        let hi = keys::version(id.as_str(), i64::MAX);
+        self.keys_in(Cf::Customers, &lo, &hi)?
+            .iter()
+            .map(|k| {
+                k.len()
+                    .checked_sub(8)
+                    .and_then(|at| keys::get_i64(&k[at..]))
+                    .map(EventTime::from_micros)
+                    .ok_or_else(|| StateError::Corrupt {
+                        cf: "customers",
+                        reason: "short key".into(),
+                    })
+            })
+            .collect()
+    }
+
+    /// (pending sales, waiting index entries, deadline index entries), overlay applied.
+    pub fn pending_counts(&self) -> Result<(usize, usize, usize), StateError> {
+        let all = |cf| self.keys_in(cf, &[], &[0xff; 64]).map(|k| k.len());
+        Ok((all(Cf::Pending)?, all(Cf::Waiting)?, all(Cf::Deadlines)?))
+    }
+}
+
+fn sale_keys(keys: Vec<Vec<u8>>, cf: &'static str) -> Result<Vec<SaleKey>, StateError> {
+    keys.iter()
+        .map(|k| {
+            keys::sale_suffix(k).ok_or_else(|| StateError::Corrupt {
+                cf,
+                reason: "short key".into(),
+            })
+        })
+        .collect()
+}
+
+impl JoinState for RocksState {
+    type Error = StateError;
+
+    fn put_customer(&mut self, c: Customer) -> Result<(), StateError> {
+        let key = keys::version(c.customer_id.as_str(), c.customer_datetime.as_micros());
+        let value = values::encode(&c)?;
+        self.put(Cf::Customers, key, value)
+    }
+    fn customer_at(&self, id: &CustomerId, at: EventTime) -> Result<Option<Customer>, StateError> {
+        let lo = keys::version(id.as_str(), i64::MIN);
+        let hi = keys::version(id.as_str(), at.as_micros());
+        self.last_in(Cf::Customers, &lo, &hi)?
+            .map(|(_, v)| values::customer(&v))
+            .transpose()
+    }
+    fn first_customer(&self, id: &CustomerId) -> Result<Option<Customer>, StateError> {
+        let lo = keys::version(id.as_str(), i64::MIN);
+        let hi = keys::version(id.as_str(), i64::MAX);
+        self.first_in(Cf::Customers, &lo, &hi)?
+            .map(|(_, v)| values::customer(&v))
+            .transpose()
+    }
+    fn compact_customer(&mut self, id: &CustomerId, h: EventTime) -> Result<usize, StateError> {
+        self.compact(Cf::Customers, id.as_str(), h)
+    }
+
+    fn put_address(&mut self, a: Address) -> Result<(), StateError> {
+        let key = keys::version(a.address_id.as_str(), a.address_datetime.as_micros());
+        let value = values::encode(&a)?;
+        self.put(Cf::Addresses, key, value)
+    }
+    fn address_at(&self, id: &AddressId, at: EventTime) -> Result<Option<Address>, StateError> {
+        let lo = keys::version(id.as_str(), i64::MIN);
+        let hi = keys::version(id.as_str(), at.as_micros());
+        self.last_in(Cf::Addresses, &lo, &hi)?
+            .map(|(_, v)| values::address(&v))
+            .transpose()
+    }
+    fn first_address(&self, id: &AddressId) -> Result<Option<Address>, StateError> {
+        let lo = keys::version(id.as_str(), i64::MIN);
+        let hi = keys::version(id.as_str(), i64::MAX);
+        self.first_in(Cf::Addresses, &lo, &hi)?
+            .map(|(_, v)| values::address(&v))
+            .transpose()
+    }
+    fn compact_address(&mut self, id: &AddressId, h: EventTime) -> Result<usize, StateError> {
+        self.compact(Cf::Addresses, id.as_str(), h)
+    }
+
+    fn put_item(&mut self, item: Item) -> Result<(), StateError> {
+        let value = values::encode(&item)?;
+        self.put(Cf::Items, keys::int(item.item_id), value)
+    }
+    fn item(&self, id: ItemId) -> Result<Option<Item>, StateError> {
+        self.get(Cf::Items, &keys::int(id))?
+            .map(|v| values::item(&v))
+            .transpose()
+    }
+    fn put_promo(&mut self, promo: Promo) -> Result<(), StateError> {
+        let value = values::encode(&promo)?;
+        self.put(Cf::Promos, keys::int(promo.promo_id), value)
+    }
+    fn promo(&self, id: PromoId) -> Result<Option<Promo>, StateError> {
+        self.get(Cf::Promos, &keys::int(id))?
+            .map(|v| values::promo(&v))
+            .transpose()
+    }
+
+    fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {
+        self.get(Cf::Pending, &keys::sale(key))?
+            .map(|v| values::pending(&v))
+            .transpose()
+    }
+    fn put_pending(&mut self, p: PendingSale) -> Result<(), StateError> {
+        let value = values::encode(&p)?;
+        self.put(Cf::Pending, keys::sale(p.sale.key()), value)
+    }
+    fn remove_pending(&mut self, key: SaleKey) -> Result<(), StateError> {
+        self.delete(Cf::Pending, keys::sale(key))
+    }
+
+    fn add_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), StateError> {
+        self.put(Cf::Waiting, keys::waiting(on, key), Vec::new())
+    }
+    fn remove_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), StateError> {
+        self.delete(Cf::Waiting, keys::waiting(on, key))
+    }
+    fn waiting_on(&self, on: &MissingKey) -> Result<Vec<SaleKey>, StateError> {
+        let lo = keys::waiting(on, keys::SALE_MIN);
+        let hi = keys::waiting(on, keys::SALE_MAX);
+        sale_keys(self.keys_in(Cf::Waiting, &lo, &hi)?, "waiting")
+    }
+
+    fn add_deadline(&mut self, at: ProcessingTime, key: SaleKey) -> Result<(), StateError> {
+        self.put(Cf::Deadlines, keys::deadline(at, key), Vec::new())
+    }
+    fn remove_deadline(&mut self, at: ProcessingTime, key: SaleKey) -> Result<(), StateError> {
+        self.delete(Cf::Deadlines, keys::deadline(at, key))
+    }
+    fn due(&self, now: ProcessingTime) -> Result<Vec<(ProcessingTime, SaleKey)>, StateError> {
+        let hi = keys::deadline(now, keys::SALE_MAX);
+        self.keys_in(Cf::Deadlines, &[], &hi)?
+            .iter()
+            .map(|k| {
+                keys::get_i64(k)
+                    .zip(keys::sale_suffix(k))
+                    .map(|(at, key)| (ProcessingTime::from_millis(at), key))
+                    .ok_or_else(|| StateError::Corrupt {
+                        cf: "deadlines",
+                        reason: "short key".into(),
+                    })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,479 @@
+//! The RocksDB state against the join scenarios, plus what only a durable state has:
+//! reopen, uncommitted batches, key order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+use crate::events::{EnrichedSale, SaleKey};
+use crate::join::tests::{Input, MAX_WAIT, TestState, now, rules, run_on, script};
+use crate::join::{JoinOutput, Joiner, MemoryState};
+use crate::test_fixtures::{address, customer, item, promo, sale, t};
+
+impl TestState for RocksState {
+    fn versions(&self, id: &CustomerId) -> Vec<EventTime> {
+        self.customer_versions(id).unwrap()
+    }
+    fn counts(&self) -> (usize, usize, usize) {
+        self.pending_counts().unwrap()
+    }
+}
+
+fn open(dir: &Path) -> Joiner<RocksState> {
+    Joiner::new(RocksState::open(dir).unwrap(), rules())
+}
+
+/// Commit the batch (no offsets), drop the database and open it again.
+fn commit_reopen(j: Joiner<RocksState>, dir: &Path) -> Joiner<RocksState> {
+    let mut state = j.into_state();
+    state.commit(&BTreeMap::new()).unwrap();
+    drop(state);
+    open(dir)
+}
+
+fn commit(j: &mut Joiner<RocksState>) {
+    j.state_mut().commit(&BTreeMap::new()).unwrap();
+}
+
+fn one_doc(out: Vec<JoinOutput>) -> EnrichedSale {
+    assert_eq!(out.len(), 1, "expected one output: {out:?}");
+    match out.into_iter().next() {
+        Some(JoinOutput::Emit(d)) => *d,
+        other => panic!("expected a document, got {other:?}"),
+    }
+}
+
+fn k(order_id: i64, item_id: i64) -> SaleKey {
+    SaleKey { order_id, item_id }
+}
+
+fn offsets(pairs: &[(&str, &str, &str)]) -> BTreeMap<(String, String), String> {
+    pairs
+        .iter()
+        .map(|(a, b, c)| ((a.to_string(), b.to_string()), c.to_string()))
+        .collect()
+}
+
+fn memory_run(inputs: &[Input]) -> Vec<Vec<u8>> {
+    run_on(Joiner::new(MemoryState::default(), rules()), inputs, |j| j)
+}
+
+#[test]
+fn replay_script_matches_the_memory_state_in_one_batch_and_across_reopens() {
+    let expected = memory_run(&script());
+    assert_eq!(expected.len(), 4);
+
+    // Everything in one uncommitted batch: reads are served by the overlay.
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run_on(open(dir.path()), &script(), |j| j), expected);
+
+    // A commit and a reopen after every input: reads are served by RocksDB.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let got = run_on(open(&path), &script(), |j| commit_reopen(j, &path));
+    assert_eq!(got, expected);
+
+    // A commit every other input: reads mix both.
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    let got = run_on(open(dir.path()), &script(), |mut j| {
+        n += 1;
+        if n % 2 == 0 {
+            commit(&mut j);
+        }
+        j
+    });
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn dimension_order_does_not_change_the_document() {
+    let dims = vec![
+        Input::Item(item(7)),
+        Input::Promo(promo(5)),
+        Input::Customer(customer("C1", "A1", 10, "Bill")),
+        Input::Customer(customer("C1", "A1", 500, "Later")),
+        Input::Address(address("A1", 0, "Springfield")),
+    ];
+    let s = Input::Sale(sale(1, 7, "C1", "C1", 100, Some(5)));
+    let mut sale_first = vec![s.clone()];
+    sale_first.extend(dims.iter().cloned());
+    let mut sale_last = dims;
+    sale_last.push(s);
+    let expected = memory_run(&sale_first);
+    assert_eq!(expected.len(), 1);
+    for inputs in [&sale_first, &sale_last] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        assert_eq!(
+            run_on(open(&path), inputs, |j| commit_reopen(j, &path)),
+            expected
+        );
+    }
+}
+
+#[test]
+fn sale_before_customer_waits_across_a_restart_then_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path());
+    j.on_item(item(7)).unwrap();
+    assert!(
+        j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
+            .unwrap()
+            .is_empty()
+    );
+    let j = commit_reopen(j, dir.path());
+    let mut j = commit_reopen(j, dir.path());
+    assert_eq!(
+        j.state().pending(k(1, 7)).unwrap().unwrap().waiting_on,
+        MissingKey::Customer("C1".into())
+    );
+    assert!(
+        j.on_customer(customer("C1", "A1", 10, "Edwards"))
+            .unwrap()
+            .is_empty()
+    );
+    commit(&mut j);
+    let doc = one_doc(j.on_address(address("A1", 5, "Springfield")).unwrap());
+    assert_eq!(
+        doc.bill_customer.customer.last_name.as_deref(),
+        Some("Edwards")
+    );
+    assert_eq!(j.state().pending_counts().unwrap(), (0, 0, 0));
+    let j = commit_reopen(j, dir.path());
+    assert_eq!(j.state().pending_counts().unwrap(), (0, 0, 0));
+}
+
+#[test]
+fn customer_update_after_the_sale_keeps_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path());
+    j.on_item(item(7)).unwrap();
+    j.on_customer(customer("C1", "A1", 10, "Old")).unwrap();
+    j.on_address(address("A1", 0, "Springfield")).unwrap();
+    let mut j = commit_reopen(j, dir.path());
+    j.on_customer(customer("C1", "A1", 120, "New")).unwrap();
+    // Uncommitted newer version in the overlay, older one in the database.
+    let doc = one_doc(
+        j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
+            .unwrap(),
+    );
+    assert_eq!(doc.bill_customer.customer.last_name.as_deref(), Some("Old"));
+    let doc = one_doc(
+        j.on_sale(sale(2, 7, "C1", "C1", 125, None), now(0))
+            .unwrap(),
+    );
+    assert_eq!(doc.bill_customer.customer.last_name.as_deref(), Some("New"));
+}
+
+#[test]
+fn two_customers_at_one_unseen_address_both_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path());
+    j.on_item(item(7)).unwrap();
+    j.on_customer(customer("C1", "A1", 0, "One")).unwrap();
+    j.on_customer(customer("C2", "A1", 0, "Two")).unwrap();
+    j.on_sale(sale(2, 7, "C2", "C2", 100, None), now(0))
+        .unwrap();
+    let mut j = commit_reopen(j, dir.path());
+    j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
+        .unwrap();
+    let out = j.on_address(address("A1", 0, "Springfield")).unwrap();
+    let orders: Vec<i64> = out
+        .iter()
+        .map(|o| match o {
+            JoinOutput::Emit(d) => d.sale.order_id,
+            JoinOutput::DeadLetter(d) => panic!("{d:?}"),
+        })
+        .collect();
+    assert_eq!(orders, [1, 2], "key order across overlay and database");
+    assert_eq!(j.state().pending_counts().unwrap(), (0, 0, 0));
+}
+
+#[test]
+fn expiry_goes_to_dead_letter_and_removes_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = open(dir.path());
+    j.on_item(item(7)).unwrap();
+    j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
+        .unwrap();
+    j.on_sale(sale(2, 7, "C2", "C2", 100, None), now(10))
+        .unwrap();
+    let mut j = commit_reopen(j, dir.path());
+    let wait = i64::try_from(MAX_WAIT.as_millis()).unwrap();
+    assert!(j.expire(now(wait - 1)).unwrap().is_empty());
+    let out = j.expire(now(wait + 10)).unwrap();
+    let reasons: Vec<_> = out
+        .iter()
+        .map(|o| match o {
+            JoinOutput::DeadLetter(d) => (d.sale.order_id, d.reason.as_str(), d.expired_at),
+            JoinOutput::Emit(d) => panic!("{d:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "missing_customer", now(wait)),
+            (2, "missing_customer", now(wait + 10))
+        ]
+    );
+    let j = commit_reopen(j, dir.path());
+    assert_eq!(j.state().pending_counts().unwrap(), (0, 0, 0));
+}
+
+#[test]
+fn compaction_keeps_the_version_valid_at_the_horizon() {
+    // allowed_lateness is 50 s.
+    let dir = tempfile::tempdir().unwrap();
+    let id: CustomerId = "C1".into();
+    let mut j = open(dir.path());
+    j.on_customer(customer("C1", "A1", 0, "v0")).unwrap();
+    j.on_customer(customer("C1", "A1", 30, "v30")).unwrap();
+    let mut j = commit_reopen(j, dir.path());
+    j.on_customer(customer("C1", "A1", 100, "v100")).unwrap();
+    assert_eq!(j.state().customer_versions(&id).unwrap(), [t(30), t(100)]);
+    assert_eq!(j.stats().versions_compacted, 1);
+    j.on_customer(customer("C1", "A1", 10, "v10")).unwrap();
+    j.on_customer(customer("C1", "A1", 70, "v70")).unwrap();
+    let j = commit_reopen(j, dir.path());
+    assert_eq!(
+        j.state().customer_versions(&id).unwrap(),
+        [t(30), t(70), t(100)]
+    );
+    // A neighbouring id is untouched (length-prefixed ids: "C1" is no prefix of "C10").
+    let mut j = j;
+    j.on_customer(customer("C10", "A1", -1000, "other"))
+        .unwrap();
+    j.on_customer(customer("C1", "A1", 1000, "v1000")).unwrap();
+    // Horizon 950: v100 is valid there and stays, v30 and v70 go.
+    assert_eq!(j.state().customer_versions(&id).unwrap(), [t(100), t(1000)]);
+    assert_eq!(
+        j.state().customer_versions(&"C10".into()).unwrap(),
+        [t(-1000)]
+    );
+}
+
+#[test]
+fn reopen_after_commit_returns_the_same_state_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    assert!(state.offsets().unwrap().is_empty());
+    state.put_item(item(7)).unwrap();
+    state.put_promo(promo(5)).unwrap();
+    state
+        .put_customer(customer("C1", "A1", 10, "Edwards"))
+        .unwrap();
+    state.put_address(address("A1", 0, "Springfield")).unwrap();
+    let pending = PendingSale {
+        sale: sale(1, 7, "C1", "C2", 100, Some(5)),
+        arrived_at: now(0),
+        deadline: now(600_000),
+        waiting_on: MissingKey::Customer("C2".into()),
+    };
+    state.put_pending(pending.clone()).unwrap();
+    state.add_waiting(&pending.waiting_on, k(1, 7)).unwrap();
+    state.add_deadline(pending.deadline, k(1, 7)).unwrap();
+    let first = offsets(&[("sales", "shard-0", "4960"), ("customers", "shard-1", "17")]);
+    state.commit(&first).unwrap();
+    state
+        .commit(&offsets(&[("sales", "shard-0", "4961")]))
+        .unwrap();
+    drop(state);
+
+    let state = RocksState::open(dir.path()).unwrap();
+    assert_eq!(
+        state.offsets().unwrap(),
+        offsets(&[("customers", "shard-1", "17"), ("sales", "shard-0", "4961")])
+    );
+    assert_eq!(state.item(7).unwrap(), Some(item(7)));
+    assert_eq!(state.promo(5).unwrap(), Some(promo(5)));
+    assert_eq!(state.item(8).unwrap(), None);
+    assert_eq!(
+        state.customer_at(&"C1".into(), t(10)).unwrap(),
+        Some(customer("C1", "A1", 10, "Edwards"))
+    );
+    assert_eq!(state.customer_at(&"C1".into(), t(9)).unwrap(), None);
+    assert_eq!(
+        state.first_address(&"A1".into()).unwrap(),
+        Some(address("A1", 0, "Springfield"))
+    );
+    assert_eq!(state.pending(k(1, 7)).unwrap(), Some(pending.clone()));
+    assert_eq!(
+        state
+            .waiting_on(&MissingKey::Customer("C2".into()))
+            .unwrap(),
+        [k(1, 7)]
+    );
+    assert_eq!(
+        state.due(now(600_000)).unwrap(),
+        [(pending.deadline, k(1, 7))]
+    );
+    assert!(state.due(now(599_999)).unwrap().is_empty());
+}
+
+#[test]
+fn an_uncommitted_batch_leaves_neither_state_nor_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    state.put_item(item(7)).unwrap();
+    state.commit(&offsets(&[("sales", "s0", "1")])).unwrap();
+
+    // The next batch: visible to its own reads, then the process "crashes" before commit.
+    state.put_item(item(8)).unwrap();
+    state.put_customer(customer("C1", "A1", 0, "Lost")).unwrap();
+    state.remove_pending(k(1, 1)).unwrap();
+    assert!(state.item(8).unwrap().is_some());
+    drop(state);
+
+    let mut state = RocksState::open(dir.path()).unwrap();
+    assert_eq!(state.offsets().unwrap(), offsets(&[("sales", "s0", "1")]));
+    assert!(state.item(7).unwrap().is_some());
+    assert!(state.item(8).unwrap().is_none());
+    assert!(state.first_customer(&"C1".into()).unwrap().is_none());
+
+    // abort() discards likewise, without a restart.
+    state.put_item(item(9)).unwrap();
+    state.abort();
+    assert!(state.item(9).unwrap().is_none());
+    state.commit(&BTreeMap::new()).unwrap();
+    drop(state);
+    let state = RocksState::open(dir.path()).unwrap();
+    assert!(state.item(9).unwrap().is_none());
+    assert_eq!(state.offsets().unwrap(), offsets(&[("sales", "s0", "1")]));
+}
+
+#[test]
+fn overlay_deletes_hide_database_entries_in_seeks_and_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    for at in [0, 10, 20] {
+        state
+            .put_customer(customer("C1", "A1", at, &format!("v{at}")))
+            .unwrap();
+    }
+    state.commit(&BTreeMap::new()).unwrap();
+    assert_eq!(state.compact_customer(&"C1".into(), t(15)).unwrap(), 1);
+    let name = |c: Option<Customer>| c.and_then(|c| c.last_name);
+    assert_eq!(
+        name(state.first_customer(&"C1".into()).unwrap()).as_deref(),
+        Some("v10")
+    );
+    assert_eq!(name(state.customer_at(&"C1".into(), t(5)).unwrap()), None);
+    // A delete of the newest in the overlay: the seek falls back to the previous one.
+    state
+        .delete(Cf::Customers, keys::version("C1", t(20).as_micros()))
+        .unwrap();
+    assert_eq!(
+        name(state.customer_at(&"C1".into(), EventTime::MAX).unwrap()).as_deref(),
+        Some("v10")
+    );
+    assert_eq!(state.customer_versions(&"C1".into()).unwrap(), [t(10)]);
+}
+
+#[test]
+fn stored_values_decode_to_the_same_events() {
+    let c = customer("C1", "A1", -5, "Edwards");
+    assert_eq!(values::customer(&values::encode(&c).unwrap()).unwrap(), c);
+    let a = address("A1", 7, "Springfield");
+    assert_eq!(values::address(&values::encode(&a).unwrap()).unwrap(), a);
+    assert_eq!(
+        values::item(&values::encode(&item(7)).unwrap()).unwrap(),
+        item(7)
+    );
+    assert_eq!(
+        values::promo(&values::encode(&promo(5)).unwrap()).unwrap(),
+        promo(5)
+    );
+    for waiting_on in [
+        MissingKey::Customer("C1".into()),
+        MissingKey::Address("A1".into()),
+        MissingKey::Item(-3),
+        MissingKey::Promo(9),
+    ] {
+        let p = PendingSale {
+            sale: sale(1, 7, "C1", "C2", 100, Some(5)),
+            arrived_at: now(3),
+            deadline: now(600_003),
+            waiting_on,
+        };
+        assert_eq!(values::pending(&values::encode(&p).unwrap()).unwrap(), p);
+    }
+}
+
+#[test]
+fn key_encoding_sorts_numerically() {
+    let times = [
+        i64::MIN,
+        -1_000_000,
+        -1,
+        0,
+        1,
+        255,
+        256,
+        1_000_000,
+        i64::MAX,
+    ];
+    let encoded: Vec<Vec<u8>> = times.iter().map(|&at| keys::version("C1", at)).collect();
+    let mut sorted = encoded.clone();
+    sorted.sort();
+    assert_eq!(encoded, sorted);
+    for (&at, key) in times.iter().zip(&encoded) {
+        assert_eq!(keys::get_i64(&key[key.len() - 8..]), Some(at));
+    }
+    // Length prefix: the versions of one id are contiguous, never interleaved with those of
+    // an id it is a prefix of (ids order by length first, which no scan depends on).
+    assert!(keys::version("C1", i64::MAX) < keys::version("C10", i64::MIN));
+    assert!(keys::version("C2", i64::MAX) < keys::version("C10", i64::MIN));
+
+    // Through RocksDB: negative and positive event times come back in numeric order.
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    for secs in [5, -3, 0, -100_000, 2] {
+        state.put_customer(customer("C1", "A1", secs, "x")).unwrap();
+    }
+    state.commit(&BTreeMap::new()).unwrap();
+    assert_eq!(
+        state.customer_versions(&"C1".into()).unwrap(),
+        [t(-100_000), t(-3), t(0), t(2), t(5)]
+    );
+    assert_eq!(
+        state
+            .customer_at(&"C1".into(), t(-1))
+            .unwrap()
+            .map(|c| c.customer_datetime),
+        Some(t(-3))
+    );
+    // Deadlines: negative and positive processing times.
+    for ms in [10, -10, 0] {
+        state
+            .add_deadline(ProcessingTime::from_millis(ms), k(ms, 1))
+            .unwrap();
+    }
+    let due: Vec<i64> = state
+        .due(ProcessingTime::from_millis(0))
+        .unwrap()
+        .iter()
+        .map(|(at, _)| at.as_millis())
+        .collect();
+    assert_eq!(due, [-10, 0]);
+}
+
+#[test]
+fn a_newer_layout_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let state = RocksState::open(dir.path()).unwrap();
+        let meta = state.cf(Cf::Meta).unwrap();
+        state
+            .db
+            .put_cf(meta, LAYOUT_KEY, (LAYOUT_VERSION + 1).to_be_bytes())
+            .unwrap();
+    }
+    let err = RocksState::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StateError::NewerLayout { found, supported }
+            if found == LAYOUT_VERSION + 1 && supported == LAYOUT_VERSION),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer than this binary supports"));
+}
