@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::StateError;
-use crate::events::{Address, Customer, Item, Promo, decode_address, decode_customer, decode_sale};
+use crate::events::{
+    Address, Customer, ITEM_COLUMNS, Item, Promo, decode_address, decode_customer, decode_sale,
+};
 use crate::join::{MissingKey, PendingSale, ProcessingTime};
 
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StateError> {
@@ -47,19 +49,11 @@ fn columns(cf: &'static str, bytes: &[u8], fields: &[&str]) -> Result<Vec<String
         .collect()
 }
 
-const ITEM_FIELDS: [&str; 11] = [
-    "item_id",
-    "item_desc",
-    "brand",
-    "class",
-    "category",
-    "manufact",
-    "size",
-    "color",
-    "units",
-    "container",
-    "product_name",
-];
+/// An item's JSON keys are its CSV columns, less the trailing datetime the loader drops.
+const ITEM_FIELDS: &[&str] = match ITEM_COLUMNS.split_last() {
+    Some((_datetime, fields)) => fields,
+    None => &[],
+};
 
 const PROMO_FIELDS: [&str; 7] = [
     "promo_id",
@@ -72,7 +66,7 @@ const PROMO_FIELDS: [&str; 7] = [
 ];
 
 pub(crate) fn item(bytes: &[u8]) -> Result<Item, StateError> {
-    let cols = columns("items", bytes, &ITEM_FIELDS)?;
+    let cols = columns("items", bytes, ITEM_FIELDS)?;
     let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
     Item::from_columns(&cols)
         .map_err(|e| corrupt("items", e))?
