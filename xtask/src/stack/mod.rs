@@ -160,8 +160,6 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(s3::S3),
         Box::new(opensearch::OpenSearch),
         Box::new(prometheus::Prometheus),
-        // Filled in as the components land: kubernetes, tools (kubectl, helm), kinesis, s3,
-        // opensearch, prometheus.
     ]
 }
 
