@@ -13,6 +13,22 @@ fn chart() -> Result<String> {
         .to_string())
 }
 
+/// `kubectl apply --dry-run=server` of a manifest stream: (accepted, output).
+fn dry_run(ns: &str, manifests: &str) -> Result<(bool, String)> {
+    kubectl_raw(
+        &[
+            "apply",
+            "--dry-run=server",
+            "--server-side",
+            "-n",
+            ns,
+            "-f",
+            "-",
+        ],
+        Some(manifests),
+    )
+}
+
 #[test]
 fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
     let ns = unique("chart-dry-run");
@@ -41,35 +57,13 @@ fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
                     "no {kind} rendered"
                 );
             }
-            let (ok, out) = kubectl_raw(
-                &[
-                    "apply",
-                    "--dry-run=server",
-                    "--server-side",
-                    "-n",
-                    &ns,
-                    "-f",
-                    "-",
-                ],
-                Some(&rendered),
-            )?;
+            let (ok, out) = dry_run(&ns, &rendered)?;
             ensure!(ok, "server-side dry run of the chart failed: {out}");
         }
         for example in ["minimal.yaml", "full.yaml"] {
             let body = std::fs::read_to_string(repo_root().join("examples").join(example))?
                 .replace("namespace: analytics", &format!("namespace: {ns}"));
-            let (ok, out) = kubectl_raw(
-                &[
-                    "apply",
-                    "--dry-run=server",
-                    "--server-side",
-                    "-n",
-                    &ns,
-                    "-f",
-                    "-",
-                ],
-                Some(&body),
-            )?;
+            let (ok, out) = dry_run(&ns, &body)?;
             ensure!(
                 ok,
                 "server-side dry run of examples/{example} failed: {out}"

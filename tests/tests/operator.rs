@@ -135,6 +135,13 @@ fn example_in(file: &str, ns: &str) -> Result<String> {
     Ok(body.replace("namespace: analytics", &format!("namespace: {ns}")))
 }
 
+/// A merge patch of a resource, as a user would type it.
+fn patch_spec(name: &str, ns: &str, patch: &str) -> Result<String> {
+    kubectl(&[
+        "patch", "se", name, "-n", ns, "--type", "merge", "-p", patch,
+    ])
+}
+
 fn apply(yaml: &str, ns: &str) -> Result<(bool, String)> {
     kubectl_raw(&["apply", "--server-side", "-n", ns, "-f", "-"], Some(yaml))
 }
@@ -281,17 +288,7 @@ async fn lifecycle(
     ensure!(degraded.status == "False");
 
     // --- A spec change rolls the pods through the configuration hash.
-    kubectl(&[
-        "patch",
-        "se",
-        name,
-        "-n",
-        ns,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"join":{"maxWait":"20m"}}}"#,
-    ])?;
+    patch_spec(name, ns, r#"{"spec":{"join":{"maxWait":"20m"}}}"#)?;
     let hash2 = eventually("a new configuration hash", WAIT, || async {
         Ok(sts_hash(&sts_api, name).await?.filter(|h| *h != hash1))
     })
@@ -314,17 +311,7 @@ async fn lifecycle(
     })
     .await?;
     let pvc_uid = pvc.uid().context("pvc uid")?;
-    kubectl(&[
-        "patch",
-        "se",
-        name,
-        "-n",
-        ns,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"suspend":true}}"#,
-    ])?;
+    patch_spec(name, ns, r#"{"spec":{"suspend":true}}"#)?;
     eventually(
         "suspended (replicas 0, Ready=False Suspended)",
         WAIT,
@@ -348,17 +335,7 @@ async fn lifecycle(
         pvc_api.get(&pvc_name).await?.uid() == Some(pvc_uid.clone()),
         "state volume kept"
     );
-    kubectl(&[
-        "patch",
-        "se",
-        name,
-        "-n",
-        ns,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"suspend":false}}"#,
-    ])?;
+    patch_spec(name, ns, r#"{"spec":{"suspend":false}}"#)?;
     eventually("resumed at 1 replica", WAIT, || async {
         let sts = sts_api.get(name).await?;
         Ok((sts.spec.and_then(|s| s.replicas) == Some(1)).then_some(()))
