@@ -26,6 +26,8 @@ pub const ADMIN_PORT: u16 = 9249;
 pub mod env {
     /// Pod name, from the downward API; the StatefulSet ordinal is its numeric suffix.
     pub const POD_NAME: &str = "TRIBUTARY_POD_NAME";
+    /// Pod IP, from the downward API; the admin server listens on it (all interfaces if unset).
+    pub const POD_IP: &str = "TRIBUTARY_POD_IP";
     pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
     pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
     pub const OPENSEARCH_USERNAME: &str = "TRIBUTARY_OPENSEARCH_USERNAME";

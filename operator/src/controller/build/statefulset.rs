@@ -233,18 +233,25 @@ fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
     }
 }
 
-fn env_vars(se: &StreamingEnrichment) -> Vec<EnvVar> {
-    let mut vars = vec![EnvVar {
-        name: env::POD_NAME.into(),
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.name".into(),
+                field_path: field_path.into(),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         ..Default::default()
-    }];
+    }
+}
+
+fn env_vars(se: &StreamingEnrichment) -> Vec<EnvVar> {
+    let mut vars = vec![
+        field_env(env::POD_NAME, "metadata.name"),
+        field_env(env::POD_IP, "status.podIP"),
+    ];
     if let Some(creds) = &se.spec.aws.credentials {
         vars.push(secret_env(env::AWS_ACCESS_KEY_ID, &creds.access_key_id));
         vars.push(secret_env(

@@ -1,0 +1,1 @@
+//! Which replica reads which sales shard (written by the source helper).

@@ -1,0 +1,1 @@
+//! The Kinesis source (written by the source helper).
