@@ -141,6 +141,11 @@ impl<T: ReferenceRow> Snapshot<T> {
         self.rows.get(&id)
     }
 
+    /// Every row by id.
+    pub fn rows(&self) -> &BTreeMap<i64, T> {
+        &self.rows
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

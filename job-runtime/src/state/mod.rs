@@ -28,13 +28,17 @@
 //! shared LRU block cache of [`BLOCK_CACHE_BYTES`]. Everything else is RocksDB's default.
 
 mod keys;
+mod outbox;
 mod values;
+
+pub use outbox::{OutboxReader, SinkCursor};
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
@@ -52,9 +56,10 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
+const LINEAGE_KEY: &[u8] = b"lineage";
 
 /// Column families, in [`Cf`] order.
-const CF_NAMES: [&str; 9] = [
+const CF_NAMES: [&str; 11] = [
     "customers",
     "addresses",
     "items",
@@ -64,6 +69,8 @@ const CF_NAMES: [&str; 9] = [
     "deadlines",
     "offsets",
     "meta",
+    "outbox",
+    "sinks",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +84,8 @@ enum Cf {
     Deadlines,
     Offsets,
     Meta,
+    Outbox,
+    Sinks,
 }
 
 impl Cf {
@@ -109,12 +118,17 @@ pub enum StateError {
 type Entry = (Vec<u8>, Vec<u8>);
 
 /// Pending writes of the current batch: `Some(value)` = put, `None` = delete.
-type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 9];
+type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 11];
 
 /// [`JoinState`] over RocksDB with per-batch atomic commits.
 pub struct RocksState {
-    db: DB,
+    db: Arc<DB>,
     overlay: Overlay,
+    /// Outputs of the current batch, in order; they get outbox sequence numbers
+    /// `outbox_committed..` at commit.
+    outbox_pending: Vec<Vec<u8>>,
+    /// The next outbox sequence number after the last commit.
+    outbox_committed: u64,
     /// Tests only: commit after every write, so that reads are served by RocksDB.
     #[cfg(test)]
     write_through: bool,
@@ -164,10 +178,13 @@ impl RocksState {
         let descriptors = names
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(n, cf_options(&cache)));
-        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, descriptors)?);
+        let outbox_committed = outbox::next_seq(&db)?;
         let state = Self {
             db,
             overlay: Default::default(),
+            outbox_pending: Vec::new(),
+            outbox_committed,
             #[cfg(test)]
             write_through: false,
             #[cfg(test)]
@@ -228,7 +245,14 @@ impl RocksState {
         for ((stream, shard), seq) in offsets {
             batch.put_cf(cf, keys::offset(stream, shard), seq.as_bytes());
         }
+        let cf = self.cf(Cf::Outbox)?;
+        let mut next = self.outbox_committed;
+        for record in &self.outbox_pending {
+            batch.put_cf(cf, next.to_be_bytes(), record);
+            next += 1;
+        }
         self.db.write(batch)?;
+        self.outbox_committed = next;
         self.abort();
         Ok(())
     }
@@ -238,6 +262,44 @@ impl RocksState {
         for writes in &mut self.overlay {
             writes.clear();
         }
+        self.outbox_pending.clear();
+    }
+
+    /// Queue an output record (an encoded [`crate::output::OutputRecord`]) of the current
+    /// batch: it is committed with the batch's state and offsets, then delivered by the sinks
+    /// from the outbox ([`OutboxReader`]).
+    pub fn push_output(&mut self, record: Vec<u8>) {
+        self.outbox_pending.push(record);
+    }
+
+    /// Outputs queued in the current batch.
+    pub fn pending_outputs(&self) -> usize {
+        self.outbox_pending.len()
+    }
+
+    /// The outbox sequence number the next committed output gets.
+    pub fn outbox_next(&self) -> u64 {
+        self.outbox_committed
+    }
+
+    /// A handle for the sinks: reads committed outputs, keeps each sink's cursor.
+    pub fn outbox_reader(&self) -> OutboxReader {
+        OutboxReader::new(Arc::clone(&self.db))
+    }
+
+    /// A random id of this state directory, created with it: keeps the object keys of two
+    /// replicas (or two lineages after a restore) apart.
+    pub fn lineage(&self) -> Result<String, StateError> {
+        let meta = self.cf(Cf::Meta)?;
+        if let Some(v) = self.db.get_cf(meta, LINEAGE_KEY)? {
+            return String::from_utf8(v).map_err(|_| StateError::Corrupt {
+                cf: "meta",
+                reason: "lineage is not UTF-8".into(),
+            });
+        }
+        let id = format!("{:016x}", rand::random::<u64>());
+        self.db.put_cf(meta, LINEAGE_KEY, id.as_bytes())?;
+        Ok(id)
     }
 
     /// The committed source positions: (`stream`, `shard`) -> sequence number.
@@ -425,6 +487,39 @@ impl RocksState {
     }
 
     /// (pending sales, waiting index entries, deadline index entries), overlay applied.
+    /// RocksDB properties for metrics: `(name, value)` of a few integer properties summed
+    /// over the column families.
+    pub fn properties(&self) -> Vec<(&'static str, i64)> {
+        const PROPS: [(&str, &str); 5] = [
+            ("estimate_num_keys", "rocksdb.estimate-num-keys"),
+            ("live_sst_files_size_bytes", "rocksdb.live-sst-files-size"),
+            ("memtables_size_bytes", "rocksdb.cur-size-all-mem-tables"),
+            (
+                "pending_compaction_bytes",
+                "rocksdb.estimate-pending-compaction-bytes",
+            ),
+            ("block_cache_usage_bytes", "rocksdb.block-cache-usage"),
+        ];
+        let mut out = Vec::new();
+        for (label, prop) in PROPS {
+            let mut total: u64 = 0;
+            for name in CF_NAMES {
+                if let Some(cf) = self.db.cf_handle(name)
+                    && let Ok(Some(v)) = self.db.property_int_value_cf(cf, prop)
+                {
+                    // The block cache is shared: count it once.
+                    if label == "block_cache_usage_bytes" {
+                        total = v;
+                        break;
+                    }
+                    total = total.saturating_add(v);
+                }
+            }
+            out.push((label, i64::try_from(total).unwrap_or(i64::MAX)));
+        }
+        out
+    }
+
     pub fn pending_counts(&self) -> Result<(usize, usize, usize), StateError> {
         let all = |cf| self.keys_in(cf, &[], &[0xff; 64]).map(|k| k.len());
         Ok((all(Cf::Pending)?, all(Cf::Waiting)?, all(Cf::Deadlines)?))
