@@ -7,9 +7,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod aws;
+pub mod engine;
 pub mod events;
 pub mod r#gen; // `gen` is a reserved keyword in edition 2024
 pub mod join;
+pub mod metrics;
+pub mod output;
 pub mod reference;
 pub mod source;
 pub mod state;
