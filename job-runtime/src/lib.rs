@@ -14,6 +14,8 @@ pub mod join;
 pub mod metrics;
 pub mod output;
 pub mod reference;
+pub mod s3uri;
+pub mod sink;
 pub mod source;
 pub mod state;
 

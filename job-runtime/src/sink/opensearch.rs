@@ -1,0 +1,233 @@
+//! The OpenSearch sink: `_bulk` `index` operations to the write alias, with the `_id` from the
+//! resource's template, so a redelivery overwrites the same documents.
+//!
+//! A range is sent in requests of at most `bulkMaxBytes`. Per item: `429` and `5xx` are retried
+//! (only the failed items, with backoff); any other error is permanent for that document
+//! (a mapping conflict, a refused value): it goes to dead-letter with OpenSearch's reason and
+//! the range is done. A failure of a whole request (connection refused, 5xx, 401/403) fails the
+//! write and the delivery loop retries the range.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use opensearch::auth::Credentials;
+use opensearch::http::Url;
+use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::{BulkParts, OpenSearch};
+use serde_json::Value;
+
+use super::dead_letter::DeadLetterWriter;
+use super::{Batching, Range, Sink, SinkError};
+use crate::output::{DeadLetterRecord, Document, OutputRecord};
+
+/// How often the failed items of one request are retried before the range is retried whole.
+const ITEM_RETRIES: u32 = 8;
+
+pub struct OpenSearchSink {
+    client: OpenSearch,
+    alias: String,
+    batching: Batching,
+    dead_letter: DeadLetterWriter,
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct OpenSearchConfig {
+    pub endpoint: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub write_alias: String,
+    pub bulk_max_bytes: usize,
+    pub flush_interval: Duration,
+}
+
+/// The outcome of one item of a bulk response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemOutcome {
+    Ok,
+    Retry,
+    Reject(String),
+}
+
+/// Classify the items of a bulk response body, in request order.
+pub fn outcomes(body: &Value) -> Vec<ItemOutcome> {
+    let Some(items) = body.get("items").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| {
+            let op = item
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let status = op.get("status").and_then(Value::as_u64).unwrap_or(0);
+            match status {
+                200..=299 => ItemOutcome::Ok,
+                429 | 500..=599 => ItemOutcome::Retry,
+                _ => ItemOutcome::Reject(
+                    op.get("error")
+                        .map(Value::to_string)
+                        .unwrap_or_else(|| format!("status {status}")),
+                ),
+            }
+        })
+        .collect()
+}
+
+impl OpenSearchSink {
+    pub fn new(cfg: &OpenSearchConfig, dead_letter: DeadLetterWriter) -> Result<Self, SinkError> {
+        let url = Url::parse(&cfg.endpoint)
+            .map_err(|e| SinkError::Write(format!("OpenSearch endpoint {}: {e}", cfg.endpoint)))?;
+        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(Duration::from_secs(60));
+        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+            builder = builder.auth(Credentials::Basic(u.clone(), p.clone()));
+        }
+        let transport = builder
+            .build()
+            .map_err(|e| SinkError::Write(format!("OpenSearch client: {e}")))?;
+        Ok(Self {
+            client: OpenSearch::new(transport),
+            alias: cfg.write_alias.clone(),
+            batching: Batching {
+                max_bytes: cfg.bulk_max_bytes.max(1),
+                max_interval: cfg.flush_interval,
+            },
+            dead_letter,
+        })
+    }
+
+    /// One `_bulk` request; returns the outcome of every item.
+    async fn bulk(&self, docs: &[&Document]) -> Result<Vec<ItemOutcome>, SinkError> {
+        let mut body: Vec<Bytes> = Vec::with_capacity(docs.len() * 2);
+        for d in docs {
+            let action = serde_json::json!({"index": {"_id": d.id}});
+            body.push(Bytes::from(action.to_string()));
+            body.push(Bytes::from(d.json.clone()));
+        }
+        let resp = self
+            .client
+            .bulk(BulkParts::Index(&self.alias))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| SinkError::Write(format!("bulk to {}: {e}", self.alias)))?;
+        let status = resp.status_code();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| SinkError::Write(format!("bulk response: {e}")))?;
+        if !status.is_success() {
+            let excerpt: String = text.chars().take(500).collect();
+            return Err(SinkError::Write(format!(
+                "bulk to {}: HTTP {status}: {excerpt}",
+                self.alias
+            )));
+        }
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| SinkError::Write(format!("bulk response is not JSON: {e}")))?;
+        let out = outcomes(&json);
+        if out.len() != docs.len() {
+            return Err(SinkError::Write(format!(
+                "bulk response has {} items for {} documents",
+                out.len(),
+                docs.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+impl Sink for OpenSearchSink {
+    fn name(&self) -> &'static str {
+        "opensearch"
+    }
+
+    fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    async fn write(&mut self, range: Range, records: Vec<OutputRecord>) -> Result<(), SinkError> {
+        let docs: Vec<Document> = records
+            .into_iter()
+            .filter_map(|r| match r {
+                OutputRecord::Document(d) => Some(d),
+                OutputRecord::DeadLetter(_) => None,
+            })
+            .collect();
+        let mut rejected = Vec::new();
+        // Requests of at most max_bytes.
+        let mut start = 0;
+        while start < docs.len() {
+            let mut end = start;
+            let mut size = 0;
+            while end < docs.len() && (end == start || size + docs[end].json.len() <= self.batching.max_bytes) {
+                size += docs[end].json.len() + docs[end].id.len() + 32;
+                end += 1;
+            }
+            let mut pending: Vec<&Document> = docs[start..end].iter().collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let outcomes = self.bulk(&pending).await?;
+                let mut retry = Vec::new();
+                for (doc, outcome) in pending.iter().zip(outcomes) {
+                    match outcome {
+                        ItemOutcome::Ok => {}
+                        ItemOutcome::Retry => retry.push(*doc),
+                        ItemOutcome::Reject(reason) => rejected.push(DeadLetterRecord {
+                            reason: "opensearch_rejected".into(),
+                            detail: reason,
+                            document: serde_json::from_slice(&doc.json).ok(),
+                            ..DeadLetterRecord::default()
+                        }),
+                    }
+                }
+                if !retry.is_empty() {
+                    attempt += 1;
+                    if attempt > ITEM_RETRIES {
+                        return Err(SinkError::Write(format!(
+                            "{} documents still refused with 429/5xx after {ITEM_RETRIES} retries",
+                            retry.len()
+                        )));
+                    }
+                    tracing::debug!(items = retry.len(), attempt, "retrying bulk items");
+                    tokio::time::sleep(super::backoff(attempt)).await;
+                }
+                pending = retry;
+            }
+            start = end;
+        }
+        if !rejected.is_empty() {
+            tracing::warn!(count = rejected.len(), "OpenSearch refused documents; dead-lettered");
+            self.dead_letter
+                .write("opensearch-rejected", range, &rejected)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_bulk_items() {
+        let body = serde_json::json!({"errors": true, "items": [
+            {"index": {"_id": "a", "status": 201}},
+            {"index": {"_id": "b", "status": 429, "error": {"type": "es_rejected_execution_exception"}}},
+            {"index": {"_id": "c", "status": 400, "error": {"type": "mapper_parsing_exception"}}},
+            {"index": {"_id": "d", "status": 503}},
+            {"index": {"_id": "e", "status": 200}}
+        ]});
+        let o = outcomes(&body);
+        assert_eq!(o[0], ItemOutcome::Ok);
+        assert_eq!(o[1], ItemOutcome::Retry);
+        assert!(matches!(&o[2], ItemOutcome::Reject(r) if r.contains("mapper_parsing_exception")));
+        assert_eq!(o[3], ItemOutcome::Retry);
+        assert_eq!(o[4], ItemOutcome::Ok);
+        assert!(outcomes(&serde_json::json!({})).is_empty());
+    }
+}

@@ -1,0 +1,217 @@
+//! The curated S3 sink: Parquet files partitioned by the sale's day,
+//! `<uri>/<sales stream>/YYYY-MM-DD/part-<lineage>-<first>-<last>.parquet`.
+//!
+//! A file holds the documents of one outbox range (`first`..`last`, the outbox sequence
+//! numbers) for one day. The range is fixed before anything is written (the sink's intent),
+//! so a replay after a crash writes the same keys with the same rows: objects are replaced,
+//! never added. `lineage` is the state directory's random id: two replicas, or a restored
+//! copy, never write the same key. Files roll by size (the gathered rows' JSON size, bounded
+//! by `rollSize`; the Parquet file is several times smaller) or by `rollInterval`. Objects
+//! larger than [`MULTIPART_THRESHOLD`] are uploaded in parts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+use super::parquet;
+use super::{Batching, Range, Sink, SinkError};
+use crate::output::{DeadLetterRecord, OutputRecord};
+use crate::s3uri::S3Uri;
+
+/// Objects above this size are uploaded with multipart.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Put an object, in parts when it is large.
+pub async fn put_object(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<(), SinkError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        SinkError::Write(format!("s3://{bucket}/{key}: {what}: {e}"))
+    };
+    if body.len() <= MULTIPART_THRESHOLD {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err("put", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        return Ok(());
+    }
+    let upload = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .send()
+        .await
+        .map_err(|e| err("create multipart", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    let id = upload
+        .upload_id()
+        .ok_or_else(|| SinkError::Write(format!("s3://{bucket}/{key}: no upload id")))?
+        .to_string();
+    let mut parts = Vec::new();
+    let result: Result<(), SinkError> = async {
+        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+            let n = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            let part = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(n)
+                .body(ByteStream::from(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| err("upload part", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| err("complete multipart", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        // Best effort: do not leave parts billed; the retry starts a new upload.
+        let _ = client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .send()
+            .await;
+    }
+    result
+}
+
+/// The curated Parquet sink.
+pub struct S3Sink {
+    client: Client,
+    location: S3Uri,
+    /// The folder under the location (the sales stream's name).
+    stream: String,
+    lineage: String,
+    batching: Batching,
+    /// Where rows that do not fit the schema go.
+    dead_letter: super::dead_letter::DeadLetterWriter,
+}
+
+impl S3Sink {
+    pub fn new(
+        client: Client,
+        location: S3Uri,
+        stream: &str,
+        lineage: &str,
+        roll_bytes: usize,
+        roll_interval: Duration,
+        dead_letter: super::dead_letter::DeadLetterWriter,
+    ) -> Self {
+        Self {
+            client,
+            location,
+            stream: stream.rsplit('/').next().unwrap_or(stream).to_string(),
+            lineage: lineage.to_string(),
+            batching: Batching {
+                max_bytes: roll_bytes.max(1),
+                max_interval: roll_interval,
+            },
+            dead_letter,
+        }
+    }
+
+    /// The object key of one day's file of a range.
+    pub fn key(&self, day: &str, range: Range) -> String {
+        self.location.key(&format!(
+            "{}/{day}/part-{}-{:020}-{:020}.parquet",
+            self.stream, self.lineage, range.first, range.last
+        ))
+    }
+}
+
+impl Sink for S3Sink {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    async fn write(&mut self, range: Range, records: Vec<OutputRecord>) -> Result<(), SinkError> {
+        let mut days: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in records {
+            if let OutputRecord::Document(d) = r {
+                days.entry(d.day).or_default().push(d.json);
+            }
+        }
+        let mut rejected = Vec::new();
+        for (day, docs) in days {
+            let batch = match parquet::to_batch(docs.iter().map(Vec::as_slice)) {
+                Ok(b) => b,
+                Err(_) => {
+                    // Find the rows that do not fit; write the others.
+                    let (good, bad): (Vec<_>, Vec<_>) =
+                        docs.into_iter().partition(|d| parquet::fits(d).is_ok());
+                    for doc in bad {
+                        let detail = parquet::fits(&doc)
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default();
+                        rejected.push(DeadLetterRecord {
+                            reason: "s3_schema_mismatch".into(),
+                            detail,
+                            document: serde_json::from_slice(&doc).ok(),
+                            ..DeadLetterRecord::default()
+                        });
+                    }
+                    if good.is_empty() {
+                        continue;
+                    }
+                    parquet::to_batch(good.iter().map(Vec::as_slice))
+                        .map_err(|e| SinkError::Write(e.to_string()))?
+                }
+            };
+            let file = parquet::encode(&batch).map_err(|e| SinkError::Write(e.to_string()))?;
+            let key = self.key(&day, range);
+            put_object(
+                &self.client,
+                &self.location.bucket,
+                &key,
+                file,
+                "application/vnd.apache.parquet",
+            )
+            .await?;
+        }
+        if !rejected.is_empty() {
+            self.dead_letter.write("s3-rejected", range, &rejected).await?;
+        }
+        Ok(())
+    }
+}
