@@ -6,6 +6,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admin;
+pub mod app;
 pub mod aws;
 pub mod engine;
 pub mod events;

@@ -60,7 +60,7 @@ fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
             let (ok, out) = dry_run(&ns, &rendered)?;
             ensure!(ok, "server-side dry run of the chart failed: {out}");
         }
-        for example in ["minimal.yaml", "full.yaml"] {
+        for example in ["minimal.yaml", "full.yaml", "local.yaml"] {
             let body = std::fs::read_to_string(repo_root().join("examples").join(example))?
                 .replace("namespace: analytics", &format!("namespace: {ns}"));
             let (ok, out) = dry_run(&ns, &body)?;

@@ -1,5 +1,9 @@
 //! `cargo xtask`: the project's own command. Local stack, demo, generated files, tests.
 
+mod agent;
+mod bench;
+mod demo;
+mod r#gen;
 mod generate;
 mod stack;
 mod test;
@@ -29,8 +33,18 @@ enum Cmd {
         #[arg(long)]
         keep_stack: bool,
     },
+    /// Test tooling: the local node agent (a kubelet stand-in running pods as local processes),
+    /// in the foreground. `stack up` starts one; see the README.
+    NodeAgent(agent::Args),
     /// Regenerate every generated file (CRD YAML and the chart's copy) from the Rust types.
     Generate,
+    /// Generate test data (`tributary-gen`) with the local stack's endpoints: `-- --help`.
+    Gen(r#gen::Args),
+    /// Benchmarks: `bench engine` (sales per second per core through the engine).
+    Bench {
+        #[command(subcommand)]
+        what: bench::What,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,24 +71,11 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
-        Cmd::Demo => demo(&ctx),
+        Cmd::Demo => demo::run_demo(&ctx),
         Cmd::Test { keep_stack } => test::run(&ctx, keep_stack),
         Cmd::Generate => generate::run(&ctx),
+        Cmd::Gen(args) => r#gen::run(&ctx, args),
+        Cmd::Bench { what } => bench::run(&ctx, what),
+        Cmd::NodeAgent(args) => agent::run(&ctx, args),
     }
-}
-
-fn demo(ctx: &stack::Ctx) -> Result<()> {
-    stack::up(ctx)?;
-    println!(
-        "\nThe local stack is up. Endpoints ({}):",
-        stack::env_path(ctx).display()
-    );
-    for (k, v) in stack::read_env(ctx)? {
-        println!("  {k}={v}");
-    }
-    println!(
-        "\nTry:\n  set -a; . {}; set +a\n  $KUBECTL get ns\n  curl -s \"$OPENSEARCH_URL/_cluster/health\"\n\nStop it with `cargo xtask stack down`.",
-        stack::env_path(ctx).display()
-    );
-    Ok(())
 }

@@ -43,7 +43,13 @@ pub fn run(ctx: &Ctx, keep_stack: bool) -> Result<()> {
     // Binaries the integration tests start as processes.
     step(
         "build binaries",
-        cargo(ctx).args(["build", "--bin", "tributary-operator"]),
+        cargo(ctx).args([
+            "build",
+            "--bin",
+            "tributary-operator",
+            "--bin",
+            "tributary-runtime",
+        ]),
     )?;
 
     let mut totals = Totals::default();
@@ -149,6 +155,10 @@ fn run_against_stack(ctx: &Ctx, totals: &mut Totals) -> Result<()> {
             .env(
                 "TRIBUTARY_OPERATOR_BIN",
                 target.join("debug/tributary-operator"),
+            )
+            .env(
+                "TRIBUTARY_RUNTIME_BIN",
+                target.join("debug/tributary-runtime"),
             )
             // Integration tests share one API server and one OpenSearch node; two at a time
             // keeps the 2-core machine responsive without serialising everything.

@@ -50,7 +50,8 @@ fn records(d: &Dataset, role: StreamRole) -> &[Record] {
 }
 
 fn rows<T: ReferenceRow>(csv: &str) -> BTreeMap<i64, T> {
-    let load = parse_file::<T>(ReferenceFormat::Csv, "x.csv", Bytes::from(csv.to_string())).unwrap();
+    let load =
+        parse_file::<T>(ReferenceFormat::Csv, "x.csv", Bytes::from(csv.to_string())).unwrap();
     Snapshot::from_files(vec![("x.csv".into(), load)])
         .rows()
         .clone()
@@ -88,10 +89,7 @@ fn run_until(d: &Dataset, dir: &Path, rng: &mut StdRng, crash_after: Option<usiz
             return false; // dropped without committing: a crash
         }
         steps += 1;
-        if next
-            .iter()
-            .all(|(role, i)| *i >= records(d, *role).len())
-        {
+        if next.iter().all(|(role, i)| *i >= records(d, *role).len()) {
             // Every dimension shard is caught up: the rest of the sales are released.
             for name in ["customers", "addresses"] {
                 let role = if name == "customers" {
@@ -99,7 +97,8 @@ fn run_until(d: &Dataset, dir: &Path, rng: &mut StdRng, crash_after: Option<usiz
                 } else {
                     StreamRole::Addresses
                 };
-                core.apply_dimension(batch(role, name, vec![], Some(0))).unwrap();
+                core.apply_dimension(batch(role, name, vec![], Some(0)))
+                    .unwrap();
             }
             assert_eq!(core.held_records(), 0);
             core.commit().unwrap();
@@ -150,7 +149,12 @@ fn batch(
 
 /// Every committed output, decoded: documents by key (asserting no duplicates), dead
 /// letters counted by reason.
-fn outputs(dir: &Path) -> (BTreeMap<(i64, i64), serde_json::Value>, BTreeMap<String, u64>) {
+fn outputs(
+    dir: &Path,
+) -> (
+    BTreeMap<(i64, i64), serde_json::Value>,
+    BTreeMap<String, u64>,
+) {
     let state = RocksState::open(dir).unwrap();
     let reader = state.outbox_reader();
     let mut docs = BTreeMap::new();
@@ -175,7 +179,11 @@ fn outputs(dir: &Path) -> (BTreeMap<(i64, i64), serde_json::Value>, BTreeMap<Str
 fn assert_oracle(d: &Dataset, dir: &Path) {
     let (docs, dead) = outputs(dir);
     assert_eq!(dead, d.expected_dead_letters);
-    let missing: Vec<_> = d.expected.keys().filter(|k| !docs.contains_key(k)).collect();
+    let missing: Vec<_> = d
+        .expected
+        .keys()
+        .filter(|k| !docs.contains_key(k))
+        .collect();
     assert!(missing.is_empty(), "not emitted: {missing:?}");
     assert_eq!(docs.len(), d.expected.len());
     for (k, want) in &d.expected {
@@ -281,7 +289,8 @@ fn sales_wait_for_the_dimension_streams_to_catch_up() {
     assert_eq!(core.held_records(), 0);
     let c = core.commit().unwrap();
     assert_eq!(
-        c.positions.get(&("sales".to_string(), "shard-0".to_string())),
+        c.positions
+            .get(&("sales".to_string(), "shard-0".to_string())),
         Some(&Position::After(seq(0)))
     );
 }

@@ -12,6 +12,7 @@
 //! order.
 
 mod csv_file;
+pub mod loader;
 mod parquet_file;
 
 use std::collections::BTreeMap;

@@ -27,6 +27,11 @@ impl DeadLetterWriter {
         }
     }
 
+    /// A key under the dead-letter location.
+    pub fn location_key(&self, part: &str) -> String {
+        self.location.key(part)
+    }
+
     pub fn key(&self, kind: &str, range: Range) -> String {
         self.location.key(&format!(
             "{kind}/part-{}-{:020}-{:020}.jsonl",
@@ -40,6 +45,15 @@ impl DeadLetterWriter {
         range: Range,
         records: &[DeadLetterRecord],
     ) -> Result<(), SinkError> {
+        self.write_object(&self.key(kind, range), records).await
+    }
+
+    /// Write records under a key of the caller's (deterministic) choosing.
+    pub async fn write_object(
+        &self,
+        key: &str,
+        records: &[DeadLetterRecord],
+    ) -> Result<(), SinkError> {
         let mut body = Vec::new();
         for r in records {
             serde_json::to_writer(&mut body, r)
@@ -49,7 +63,7 @@ impl DeadLetterWriter {
         put_object(
             &self.client,
             &self.location.bucket,
-            &self.key(kind, range),
+            key,
             body,
             "application/x-ndjson",
         )

@@ -71,7 +71,8 @@ pub trait Sink: Send + 'static {
 
 /// Backoff between failed attempts: 100 ms doubling to 30 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1u64 << attempt.min(9))).min(Duration::from_secs(30))
+    Duration::from_millis(100u64.saturating_mul(1u64 << attempt.min(9)))
+        .min(Duration::from_secs(30))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -174,7 +175,12 @@ pub async fn run<S: Sink>(
     .await?;
     let mut next = start.next;
     if let Some((first, last)) = start.intent {
-        tracing::info!(sink = name, first, last, "redelivering the range of an interrupted write");
+        tracing::info!(
+            sink = name,
+            first,
+            last,
+            "redelivering the range of an interrupted write"
+        );
         let r = reader.clone();
         let entries = blocking(move || r.range(first, last)).await?;
         let range = Range { first, last };

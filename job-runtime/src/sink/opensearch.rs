@@ -163,7 +163,9 @@ impl Sink for OpenSearchSink {
         while start < docs.len() {
             let mut end = start;
             let mut size = 0;
-            while end < docs.len() && (end == start || size + docs[end].json.len() <= self.batching.max_bytes) {
+            while end < docs.len()
+                && (end == start || size + docs[end].json.len() <= self.batching.max_bytes)
+            {
                 size += docs[end].json.len() + docs[end].id.len() + 32;
                 end += 1;
             }
@@ -200,7 +202,10 @@ impl Sink for OpenSearchSink {
             start = end;
         }
         if !rejected.is_empty() {
-            tracing::warn!(count = rejected.len(), "OpenSearch refused documents; dead-lettered");
+            tracing::warn!(
+                count = rejected.len(),
+                "OpenSearch refused documents; dead-lettered"
+            );
             self.dead_letter
                 .write("opensearch-rejected", range, &rejected)
                 .await?;

@@ -304,7 +304,10 @@ mod tests {
         assert_eq!(col.value(0), 123_000_000_000);
         assert_eq!(col.value_as_string(0), "12.3000000000");
         assert_eq!(max_fraction_digits(br#"{"a":"1.123456789012","b":1.5}"#), 1);
-        assert_eq!(max_fraction_digits(br#"{"a":"x\\\"1.12","b":[1.123,2]}"#), 3);
+        assert_eq!(
+            max_fraction_digits(br#"{"a":"x\\\"1.12","b":[1.123,2]}"#),
+            3
+        );
         assert!(to_batch([doc("0.1234567890").as_slice()]).is_ok());
         let precise = to_batch([doc("0.12345678901").as_slice()]);
         if let Ok(b) = &precise {
@@ -314,7 +317,10 @@ mod tests {
                 .as_any()
                 .downcast_ref::<Decimal128Array>()
                 .unwrap();
-            panic!("11 fractional digits were accepted as {}", col.value_as_string(0));
+            panic!(
+                "11 fractional digits were accepted as {}",
+                col.value_as_string(0)
+            );
         }
     }
 

@@ -56,7 +56,12 @@ pub async fn put_object(
         .content_type(content_type)
         .send()
         .await
-        .map_err(|e| err("create multipart", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| {
+            err(
+                "create multipart",
+                &aws_sdk_s3::error::DisplayErrorContext(e),
+            )
+        })?;
     let id = upload
         .upload_id()
         .ok_or_else(|| SinkError::Write(format!("s3://{bucket}/{key}: no upload id")))?
@@ -94,7 +99,12 @@ pub async fn put_object(
             )
             .send()
             .await
-            .map_err(|e| err("complete multipart", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                err(
+                    "complete multipart",
+                    &aws_sdk_s3::error::DisplayErrorContext(e),
+                )
+            })?;
         Ok(())
     }
     .await;
@@ -210,7 +220,9 @@ impl Sink for S3Sink {
             .await?;
         }
         if !rejected.is_empty() {
-            self.dead_letter.write("s3-rejected", range, &rejected).await?;
+            self.dead_letter
+                .write("s3-rejected", range, &rejected)
+                .await?;
         }
         Ok(())
     }

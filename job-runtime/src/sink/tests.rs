@@ -90,7 +90,13 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
     }
     assert_eq!(next, 80);
     let cursor = state.outbox_reader().cursor("recorder").unwrap().unwrap();
-    assert_eq!(cursor, SinkCursor { next: 80, intent: None });
+    assert_eq!(
+        cursor,
+        SinkCursor {
+            next: 80,
+            intent: None
+        }
+    );
 }
 
 #[tokio::test]
@@ -102,17 +108,39 @@ async fn an_interrupted_range_is_written_again_as_it_was() {
     state.commit(&Default::default()).unwrap();
     let reader = state.outbox_reader();
     reader
-        .set_cursor("recorder", &SinkCursor { next: 10, intent: Some((10, 13)) })
+        .set_cursor(
+            "recorder",
+            &SinkCursor {
+                next: 10,
+                intent: Some((10, 13)),
+            },
+        )
         .unwrap();
     let (_committed_tx, committed_rx) = watch::channel(state.outbox_next());
     let (cursor_tx, _cursor_rx) = watch::channel(0);
     let (_stop_tx, stop_rx) = watch::channel(true);
     let sink = Recorder::default();
-    run(sink.clone(), reader, committed_rx, cursor_tx, Metrics::unregistered(), stop_rx)
-        .await
-        .unwrap();
+    run(
+        sink.clone(),
+        reader,
+        committed_rx,
+        cursor_tx,
+        Metrics::unregistered(),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let writes = sink.writes.lock().unwrap().clone();
-    assert_eq!(writes[0], (Range { first: 10, last: 13 }, 4));
+    assert_eq!(
+        writes[0],
+        (
+            Range {
+                first: 10,
+                last: 13
+            },
+            4
+        )
+    );
     assert_eq!(writes.last().unwrap().0.last, 29);
     assert_eq!(writes[1].0.first, 14);
 }

@@ -7,8 +7,11 @@
 //! (customers, addresses) are read in full by every replica.
 
 pub mod assign;
+pub mod coordination;
 pub mod kinesis;
+pub mod metrics;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -76,6 +79,10 @@ pub enum Position {
     Finished,
 }
 
+/// Committed positions by (configured stream name, shard id), as the engine publishes them to
+/// the sources through a `tokio::sync::watch` channel after each commit.
+pub type Positions = BTreeMap<(String, String), Position>;
+
 /// Stored in place of a sequence number for a finished shard (sequence numbers are digits).
 pub const FINISHED: &str = "SHARD_END";
 
@@ -93,5 +100,22 @@ impl Position {
         } else {
             Self::After(s.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        for p in [
+            Position::After("49590338271490256608559692538361571095921575989136588898".into()),
+            Position::Finished,
+        ] {
+            assert_eq!(Position::decode(&p.encode()), p);
+        }
+        assert_eq!(Position::Finished.encode(), FINISHED);
+        assert_eq!(Position::decode("12"), Position::After("12".into()));
     }
 }

@@ -8,6 +8,7 @@
 mod go;
 mod kinesis;
 mod kubernetes;
+mod node_agent;
 mod opensearch;
 mod process;
 mod prometheus;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub use kubernetes::{KUBERNETES_VERSION, kubeconfig_path};
 pub use process::{require_tool, run_checked};
 
 /// Where the stack keeps binaries, data, logs and pid files; shared by every clone on the machine.
@@ -156,6 +158,8 @@ fn components() -> Vec<Box<dyn Component>> {
     vec![
         Box::new(kubernetes::Kubernetes),
         Box::new(tools::Tools),
+        // After tools: its readiness probe asks kubectl for the Node.
+        Box::new(node_agent::NodeAgent),
         Box::new(kinesis::Kinesis),
         Box::new(s3::S3),
         Box::new(opensearch::OpenSearch),

@@ -1,1 +1,0 @@
-//! The Kinesis source (written by the source helper).

@@ -1,0 +1,232 @@
+//! `cargo xtask demo`: the README's first command. The whole path on the local stack:
+//! stack up (with the node agent), build, `helm install` the operator, generate data into
+//! Kinesis and S3, apply `examples/local.yaml`, wait until every expected document is in
+//! OpenSearch, then print counts, one document and where to look further.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::stack::{self, Ctx};
+
+const NAMESPACE: &str = "analytics";
+const OPERATOR_NAMESPACE: &str = "tributary-system";
+const SALES: usize = 20_000;
+
+fn step(n: u32, what: &str) {
+    println!("\n[demo {n}/7] {what}");
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: cannot start"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn var(env: &[(String, String)], k: &str) -> Result<String> {
+    env.iter()
+        .find(|(name, _)| name == k)
+        .map(|(_, v)| v.clone())
+        .with_context(|| format!("{k} missing from stack.env"))
+}
+
+fn curl(url: &str, body: Option<&str>) -> Result<serde_json::Value> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sf", "-H", "Content-Type: application/json", url]);
+    if let Some(b) = body {
+        cmd.args(["-d", b]);
+    }
+    let out = run(&mut cmd, &format!("curl {url}"))?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+pub fn run_demo(ctx: &Ctx) -> Result<()> {
+    let started = Instant::now();
+    step(
+        1,
+        "local stack (Kubernetes, node agent, Kinesis, S3, OpenSearch, Prometheus)",
+    );
+    stack::up(ctx)?;
+    let env = stack::read_env(ctx)?;
+    let kubectl = var(&env, "KUBECTL")?;
+    let helm = var(&env, "HELM")?;
+    let kubeconfig = var(&env, "KUBECONFIG")?;
+    let os = var(&env, "OPENSEARCH_URL")?;
+
+    step(2, "build the operator, the runtime and the generator");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(&ctx.repo)
+        .args([
+            "build",
+            "--bin",
+            "tributary-operator",
+            "--bin",
+            "tributary-runtime",
+            "--bin",
+            "tributary-gen",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+
+    step(
+        3,
+        "helm install the operator (its pod runs on the node agent)",
+    );
+    let chart = ctx.repo.join("charts/tributary");
+    run(
+        Command::new(&helm)
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["upgrade", "--install", "tributary"])
+            .arg(&chart)
+            .args([
+                "--namespace",
+                OPERATOR_NAMESPACE,
+                "--create-namespace",
+                "--set",
+                "logFormat=text",
+                "--wait",
+                "--timeout",
+                "3m",
+            ]),
+        "helm install",
+    )?;
+    println!("  operator ready in namespace {OPERATOR_NAMESPACE}");
+
+    step(
+        4,
+        &format!("generate {SALES} sales into Kinesis and items/promos into s3://ara/raw"),
+    );
+    let oracle = ctx.home.join("demo/oracle.jsonl");
+    std::fs::create_dir_all(oracle.parent().unwrap_or(Path::new(".")))?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| ctx.repo.join("target"));
+    let gen_bin = target.join("debug/tributary-gen");
+    let mut gen_cmd = Command::new(&gen_bin);
+    for (k, v) in &env {
+        gen_cmd.env(k, v);
+    }
+    let status = gen_cmd
+        .args([
+            "--sales",
+            &SALES.to_string(),
+            "--customers",
+            "2000",
+            "--addresses",
+            "800",
+            "--items",
+            "500",
+            "--promos",
+            "50",
+            "--kinesis",
+            "--shards",
+            "2",
+            "--customers-stream",
+            "ara-web-customer",
+            "--addresses-stream",
+            "ara-web-customer-address",
+            "--sales-stream",
+            "ara-web-sale",
+            "--s3",
+            "s3://ara/raw",
+            "--oracle",
+        ])
+        .arg(&oracle)
+        .status()?;
+    if !status.success() {
+        bail!("tributary-gen failed");
+    }
+    let expected = std::fs::read_to_string(&oracle)?.lines().count();
+
+    step(5, "apply examples/local.yaml");
+    let k = |args: &[&str]| {
+        Command::new(&kubectl)
+            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .output()
+    };
+    let _ = k(&["create", "namespace", NAMESPACE]);
+    let _ = k(&["-n", NAMESPACE, "delete", "secret", "aws-local"]);
+    let s3_key = var(&env, "S3_ACCESS_KEY_ID")?;
+    let s3_secret = var(&env, "S3_SECRET_ACCESS_KEY")?;
+    run(
+        Command::new(&kubectl).env("KUBECONFIG", &kubeconfig).args([
+            "-n",
+            NAMESPACE,
+            "create",
+            "secret",
+            "generic",
+            "aws-local",
+            &format!("--from-literal=access-key-id={s3_key}"),
+            &format!("--from-literal=secret-access-key={s3_secret}"),
+        ]),
+        "create the credentials secret",
+    )?;
+    run(
+        Command::new(&kubectl)
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["apply", "-f"])
+            .arg(ctx.repo.join("examples/local.yaml")),
+        "kubectl apply",
+    )?;
+
+    step(
+        6,
+        &format!(
+            "wait for {expected} enriched documents in OpenSearch (alias ara-sales / ara-write)"
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last = 0;
+    loop {
+        let count = curl(&format!("{os}/ara-*/_count"), None)
+            .ok()
+            .and_then(|v| v["count"].as_u64())
+            .unwrap_or(0);
+        if count != last {
+            println!("  {count} / {expected} documents");
+            last = count;
+        }
+        if count >= expected as u64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {count} of {expected} documents after 10 minutes; look at the job pod's log under {}",
+                ctx.home.join("agent/pods").display()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    step(7, "done");
+    let se = k(&["-n", NAMESPACE, "get", "se"])?;
+    println!("{}", String::from_utf8_lossy(&se.stdout));
+    let one = curl(&format!("{os}/ara-*/_search?size=1"), None)?;
+    println!(
+        "One enriched document:\n{}",
+        serde_json::to_string_pretty(&one["hits"]["hits"][0]["_source"])?
+    );
+    println!(
+        "\n{expected} documents in {:.0?}. Look further:\n  set -a; . {}; set +a\n  $KUBECTL -n {NAMESPACE} get se,sts,pods\n  curl -s \"$OPENSEARCH_URL/ara-*/_search?q=bill_customer.last_name:Smith&size=3\"\n  curl -s \"$OPENSEARCH_URL/ara-*/_count\"\n  job pod logs: {}\n  the expected documents: {}\nStop everything with `cargo xtask stack down`.",
+        started.elapsed(),
+        stack::env_path(ctx).display(),
+        ctx.home.join("agent/pods").display(),
+        oracle.display()
+    );
+    Ok(())
+}
