@@ -5,6 +5,7 @@
 //! No client code lives here: the crate is types, defaults, validation and pure helpers.
 
 pub mod conditions;
+pub mod document;
 pub mod document_id;
 pub mod duration;
 pub mod job_config;

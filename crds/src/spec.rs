@@ -407,8 +407,14 @@ pub struct OpenSearchSinkSpec {
     /// `https://host:port`.
     #[schemars(url)]
     pub endpoint: String,
+    /// How the job authenticates; with the security plugin, the operator maps the writer role to
+    /// this user.
     #[serde(default)]
     pub auth: OpenSearchAuth,
+    /// PEM CA certificate(s) the endpoint's TLS certificate chains to; absent means the system's
+    /// trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<SecretKeyRef>,
     /// Indices are `<indexPrefix>-000001`, `-000002`, ...
     #[serde(default = "default_index_prefix")]
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_\-]{0,200}$"))]
@@ -504,6 +510,38 @@ pub struct IndexTemplateSpec {
     /// Delete indices older than this; absent keeps them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_after: Option<Duration>,
+    /// The operator's own credentials (templates, indices, aliases, roles). Separate from `auth`,
+    /// which is the job's and only gets the writer role. Absent: the operator sends none (a
+    /// cluster without the security plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_credentials: Option<BasicCredentials>,
+    /// A read-only role over the read alias with field-level security; absent: no reader role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader: Option<ReaderRoleSpec>,
+}
+
+/// A username and password, each from a Secret key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicCredentials {
+    pub username: SecretKeyRef,
+    pub password: SecretKeyRef,
+}
+
+/// The reader role the operator maintains when the cluster runs the security plugin.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReaderRoleSpec {
+    /// Dotted document paths the reader must not see, match, sort or aggregate on (for example
+    /// `bill_customer.email_address`); their sub-fields are hidden with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden_fields: Vec<String>,
+    /// Internal users mapped to the reader role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Backend roles (for example LDAP groups) mapped to the reader role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_roles: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -526,6 +564,8 @@ impl Default for IndexTemplateSpec {
             rollover_size: default_rollover_size(),
             rollover_age: None,
             delete_after: None,
+            admin_credentials: None,
+            reader: None,
         }
     }
 }

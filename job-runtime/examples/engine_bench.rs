@@ -36,7 +36,7 @@ use tributary_runtime::state::RocksState;
 )]
 struct Args {
     /// Well-formed sale lines.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = 200_000)]
     sales: usize,
     #[arg(long, default_value_t = 20_000)]
     customers: usize,

@@ -85,6 +85,11 @@ async fn shutdown_signal() {
 /// Run the job until a shutdown signal.
 pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let registry = Registry::new();
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .context("registering the process metrics")?;
     let metrics = Metrics::new(&registry).context("registering metrics")?;
     let source_metrics = SourceMetrics::register(&registry).context("registering metrics")?;
     let health = Health::default();

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub reference_rejected_rows: IntCounterVec,
     /// RocksDB properties, refreshed periodically.
     pub rocksdb: IntGaugeVec,
+    /// Peak resident memory of the process (VmHWM), refreshed periodically.
+    pub peak_rss: IntGauge,
 }
 
 impl Metrics {
@@ -141,6 +143,10 @@ impl Metrics {
                 Opts::new("tributary_rocksdb", "RocksDB properties of the state"),
                 &["property"],
             )?,
+            peak_rss: IntGauge::new(
+                "tributary_process_peak_rss_bytes",
+                "Peak resident memory of the job process (VmHWM)",
+            )?,
         };
         registry.register(Box::new(m.records_in.clone()))?;
         registry.register(Box::new(m.documents_out.clone()))?;
@@ -159,6 +165,7 @@ impl Metrics {
         registry.register(Box::new(m.reference_loads.clone()))?;
         registry.register(Box::new(m.reference_rejected_rows.clone()))?;
         registry.register(Box::new(m.rocksdb.clone()))?;
+        registry.register(Box::new(m.peak_rss.clone()))?;
         // Pre-create the bounded label sets so dashboards see zeros, not gaps.
         for reason in DecodeError::REASONS {
             m.dead_letters.with_label_values(&[reason]);
@@ -170,6 +177,20 @@ impl Metrics {
             m.records_in.with_label_values(&[stream.as_str()]);
         }
         Ok(m)
+    }
+
+    /// Read the process's peak resident memory (Linux `/proc/self/status`).
+    pub fn refresh_peak_rss(&self) {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return;
+        };
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+        if let Some(kb) = kb {
+            self.peak_rss.set(kb.saturating_mul(1024));
+        }
     }
 
     /// Metrics in a private registry (tests, benchmarks).

@@ -42,6 +42,16 @@ pub struct OperatorConfig {
     /// This replica's identity in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// How often (seconds) a managed OpenSearch side is re-checked: template drift, and, without
+    /// the ISM plugin, the operator's own rollover and retention.
+    #[arg(
+        long,
+        env = "TRIBUTARY_OPENSEARCH_CHECK_INTERVAL_SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub opensearch_check_interval_secs: u64,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use tributary_crds::{ScalingMode, StreamingEnrichment};
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
+use crate::opensearch;
 use build::BuildInputs;
 use build::labels::{MANAGED_BY_LABEL, MANAGER};
 
@@ -51,6 +52,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive OpenSearch failures per object (they back off without failing the reconcile).
+    opensearch_failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -66,6 +69,7 @@ impl Context {
             metrics,
             recorder,
             failures: Mutex::new(HashMap::new()),
+            opensearch_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,6 +88,27 @@ impl Context {
         let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         f.remove(&Self::key(se));
     }
+
+    /// Count an OpenSearch failure (`failed`) or clear the count; returns the count.
+    fn opensearch_outcome(&self, se: &StreamingEnrichment, failed: bool) -> u32 {
+        let mut f = self
+            .opensearch_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failed {
+            let n = f.entry(Self::key(se)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            f.remove(&Self::key(se));
+            0
+        }
+    }
+}
+
+/// 1s, 2s, 4s ... capped at 5 minutes.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }
 
 /// The replica count the StatefulSet should run.
@@ -151,6 +176,17 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let before = se.status.clone().unwrap_or_default();
 
+    // 0. deletion and the finalizer (only `deletionPolicy: Delete` of a managed OpenSearch side
+    //    needs one: in-cluster children go with their owner reference).
+    if se.metadata.deletion_timestamp.is_some() {
+        return finalize(se, ctx, &api).await;
+    }
+    if finalizer::wanted(se) && !finalizer::present(se) {
+        finalizer::add(&api, se).await?;
+    } else if !finalizer::wanted(se) && finalizer::present(se) {
+        finalizer::remove(&api, se).await?;
+    }
+
     // 1. validate
     let outcome_err = validate::validate(&se.spec).err();
     let (new_status, requeue) = if let Some(err) = &outcome_err {
@@ -172,8 +208,15 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
         }
         // 3. apply
         let sts = apply::apply_children(&ctx.client, &ns, &children).await?;
-        // 4. status
-        let s = status::compute(
+        // 4. the OpenSearch side, after the job's objects: its trouble never blocks them.
+        let os = if se.spec.sinks.opensearch.template.managed {
+            let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+            Some(opensearch::ensure(&ctx.client, se, now_ms).await)
+        } else {
+            None
+        };
+        // 5. status
+        let mut s = status::compute(
             se,
             status::Outcome::Applied {
                 desired_replicas: replicas,
@@ -182,8 +225,25 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
             Some(&sts),
             &now,
         );
+        status::opensearch(&mut s, se, os.as_ref(), &now);
         // Owned objects wake us on change; the periodic requeue catches drift we do not watch.
-        (s, Action::requeue(Duration::from_secs(300)))
+        let mut requeue = Duration::from_secs(300);
+        match &os {
+            Some(Ok(report)) => {
+                ctx.opensearch_outcome(se, false);
+                requeue = requeue.min(Duration::from_secs(
+                    ctx.config.opensearch_check_interval_secs,
+                ));
+                opensearch_events(ctx, se, report).await;
+            }
+            Some(Err(e)) => {
+                let n = ctx.opensearch_outcome(se, true);
+                tracing::warn!(%ns, %name, reason = e.reason(), error = %e, retry_in_s = backoff(n).as_secs(), "OpenSearch step failed");
+                requeue = backoff(n);
+            }
+            None => {}
+        }
+        (s, Action::requeue(requeue))
     };
 
     if new_status != before {
@@ -191,7 +251,8 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
     }
     for c in status::flips(&before, &new_status) {
         let warn = (c.type_ == "Degraded" && c.status == "True")
-            || (c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec");
+            || (c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec")
+            || (c.type_ == "IndexTemplateReady" && c.status == "False");
         let type_ = if warn {
             EventType::Warning
         } else {
@@ -209,10 +270,132 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
     Ok(requeue)
 }
 
+/// Events for what an OpenSearch pass changed (condition flips have their own).
+async fn opensearch_events(ctx: &Context, se: &StreamingEnrichment, r: &opensearch::Report) {
+    let os = &se.spec.sinks.opensearch;
+    if r.template != "UpToDate" {
+        let note = format!(
+            "index template {} {}",
+            opensearch::template::template_name(os),
+            r.template.to_lowercase()
+        );
+        publish(ctx, se, EventType::Normal, "IndexTemplateWritten", note).await;
+    }
+    if let Some(first) = &r.bootstrapped {
+        let note = format!(
+            "created {first} with aliases {} (write) and {}",
+            os.write_alias, os.read_alias
+        );
+        publish(ctx, se, EventType::Normal, "IndexBootstrapped", note).await;
+    }
+    if let Some((old, new)) = &r.rolled_over {
+        let note = format!("{} rolled over from {old} to {new}", os.write_alias);
+        publish(ctx, se, EventType::Normal, "RolledOver", note).await;
+    }
+    if !r.deleted.is_empty() {
+        let note = format!(
+            "deleted indices older than deleteAfter: {}",
+            r.deleted.join(", ")
+        );
+        publish(ctx, se, EventType::Normal, "IndicesDeleted", note).await;
+    }
+}
+
+/// A resource being deleted: with our finalizer, remove the OpenSearch side first.
+async fn finalize(
+    se: &StreamingEnrichment,
+    ctx: &Context,
+    api: &Api<StreamingEnrichment>,
+) -> Result<Action, Error> {
+    if !finalizer::present(se) {
+        return Ok(Action::await_change());
+    }
+    if finalizer::wanted(se) {
+        match opensearch::cleanup(&ctx.client, se).await {
+            Ok(removed) => {
+                let note = format!("deletionPolicy Delete removed: {}", removed.join(", "));
+                publish(ctx, se, EventType::Normal, "OpenSearchDeleted", note).await;
+            }
+            Err(e) => {
+                // The finalizer stays until OpenSearch answers: the data must not be orphaned
+                // silently. (Remove the finalizer by hand to give up on it.)
+                let n = ctx.opensearch_outcome(se, true);
+                publish(
+                    ctx,
+                    se,
+                    EventType::Warning,
+                    e.reason(),
+                    format!("deleting the OpenSearch side: {e}"),
+                )
+                .await;
+                return Ok(Action::requeue(backoff(n)));
+            }
+        }
+    }
+    finalizer::remove(api, se).await?;
+    Ok(Action::await_change())
+}
+
+/// The finalizer that guards `deletionPolicy: Delete`.
+mod finalizer {
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    use tributary_crds::{DeletionPolicy, StreamingEnrichment};
+
+    pub const NAME: &str = "tributary.dev/opensearch";
+
+    pub fn wanted(se: &StreamingEnrichment) -> bool {
+        let os = &se.spec.sinks.opensearch;
+        os.template.managed && os.deletion_policy == DeletionPolicy::Delete
+    }
+
+    pub fn present(se: &StreamingEnrichment) -> bool {
+        se.metadata.finalizers.iter().flatten().any(|f| f == NAME)
+    }
+
+    /// Merge patches of the whole list carrying the resourceVersion they were computed from, so
+    /// a concurrent change of the finalizers makes the patch fail with a conflict (and the
+    /// reconcile retry) instead of clobbering it.
+    pub async fn add(
+        api: &Api<StreamingEnrichment>,
+        se: &StreamingEnrichment,
+    ) -> Result<(), kube::Error> {
+        let mut list = se.metadata.finalizers.clone().unwrap_or_default();
+        list.push(NAME.to_string());
+        send(api, se, list).await
+    }
+
+    pub async fn remove(
+        api: &Api<StreamingEnrichment>,
+        se: &StreamingEnrichment,
+    ) -> Result<(), kube::Error> {
+        let mut list = se.metadata.finalizers.clone().unwrap_or_default();
+        list.retain(|f| f != NAME);
+        send(api, se, list).await
+    }
+
+    async fn send(
+        api: &Api<StreamingEnrichment>,
+        se: &StreamingEnrichment,
+        list: Vec<String>,
+    ) -> Result<(), kube::Error> {
+        let name = se.metadata.name.clone().unwrap_or_default();
+        let patch = json!({
+            "metadata": {
+                "finalizers": list,
+                "resourceVersion": se.metadata.resource_version,
+            }
+        });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+}
+
 fn error_policy(se: Arc<StreamingEnrichment>, err: &Error, ctx: Arc<Context>) -> Action {
     let n = ctx.record_failure(&se);
-    // 1s, 2s, 4s ... capped at 5 minutes.
-    let delay = Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300));
+    let delay = backoff(n);
     tracing::warn!(
         namespace = se.namespace().unwrap_or_default(),
         name = se.name_any(),

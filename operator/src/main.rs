@@ -5,6 +5,7 @@ mod config;
 mod controller;
 mod leader;
 mod metrics;
+mod opensearch;
 mod telemetry;
 
 use std::sync::Arc;

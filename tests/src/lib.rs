@@ -47,6 +47,9 @@ pub fn stack_var(name: &str) -> Result<String> {
 }
 
 pub mod cluster;
+pub mod faults;
+pub mod opensearch_side;
+pub mod pipeline;
 
 /// A name unique to this test run (lowercase, DNS-safe), e.g. `op-1a2b3c`.
 pub fn unique(prefix: &str) -> String {

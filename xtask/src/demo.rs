@@ -16,7 +16,7 @@ const OPERATOR_NAMESPACE: &str = "tributary-system";
 const SALES: usize = 20_000;
 
 fn step(n: u32, what: &str) {
-    println!("\n[demo {n}/7] {what}");
+    println!("\n[demo {n}/8] {what}");
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<String> {
@@ -51,6 +51,82 @@ fn curl(url: &str, body: Option<&str>) -> Result<serde_json::Value> {
     Ok(serde_json::from_str(&out)?)
 }
 
+/// Remove what a previous demo left, so that its counts start from zero: the helm release, the
+/// namespace (its pods stop), the job's claim folder (its RocksDB state and stream positions),
+/// the streams (kinesis-mock takes unsigned requests), the S3 data and the OpenSearch indices.
+fn reset(ctx: &Ctx, env: &[(String, String)]) -> Result<()> {
+    let kubectl = var(env, "KUBECTL")?;
+    let helm = var(env, "HELM")?;
+    let kubeconfig = var(env, "KUBECONFIG")?;
+    let _ = Command::new(&helm)
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "uninstall",
+            "tributary",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--wait",
+        ])
+        .output();
+    let _ = Command::new(&kubectl)
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "delete",
+            "namespace",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+        ])
+        .output();
+    let claims = ctx.home.join("agent/pvc").join(NAMESPACE);
+    if claims.exists() {
+        std::fs::remove_dir_all(&claims)
+            .with_context(|| format!("removing {}", claims.display()))?;
+    }
+    let kinesis = var(env, "KINESIS_ENDPOINT")?;
+    for stream in [
+        "ara-web-customer",
+        "ara-web-customer-address",
+        "ara-web-sale",
+    ] {
+        let _ = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-X", "POST", &kinesis])
+            .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+            .args(["-H", "X-Amz-Target: Kinesis_20131202.DeleteStream"])
+            .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0"])
+            .args(["-d", &format!("{{\"StreamName\":\"{stream}\",\"EnforceConsumerDeletion\":true}}")])
+            .status();
+    }
+    // versitygw keeps objects as plain files; the bucket itself stays.
+    let bucket = ctx.home.join("stack/data/s3/buckets/ara");
+    for folder in ["raw", "curated", "dead-letter"] {
+        let _ = std::fs::remove_dir_all(bucket.join(folder));
+    }
+    let os = var(env, "OPENSEARCH_URL")?;
+    let _ = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-X",
+            "DELETE",
+            &format!("{os}/ara-*"),
+        ])
+        .status();
+    // The streams' deletion is asynchronous in kinesis-mock.
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(())
+}
+
+/// A sample of the job pod's metrics (`0` when absent).
+fn job_metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 pub fn run_demo(ctx: &Ctx) -> Result<()> {
     let started = Instant::now();
     step(
@@ -64,7 +140,13 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
     let kubeconfig = var(&env, "KUBECONFIG")?;
     let os = var(&env, "OPENSEARCH_URL")?;
 
-    step(2, "build the operator, the runtime and the generator");
+    step(
+        2,
+        "start clean: remove a previous demo's release, pipeline, streams, data and indices",
+    );
+    reset(ctx, &env)?;
+
+    step(3, "build the operator, the runtime and the generator");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .current_dir(&ctx.repo)
@@ -152,7 +234,7 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
     }
     let expected = std::fs::read_to_string(&oracle)?.lines().count();
 
-    step(5, "apply examples/local.yaml");
+    step(6, "apply examples/local.yaml");
     let k = |args: &[&str]| {
         Command::new(&kubectl)
             .env("KUBECONFIG", &kubeconfig)
@@ -213,7 +295,53 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     }
 
-    step(7, "done");
+    println!("  waiting for the Parquet files in S3 (the S3 sink rolls every 10 s)");
+    let pod_ip = String::from_utf8_lossy(
+        &k(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "pod",
+            "sales-0",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])?
+        .stdout,
+    )
+    .into_owned();
+    let metrics_url = format!("http://{pod_ip}:9249/metrics");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        let out = Command::new("curl").args(["-sf", &metrics_url]).output()?;
+        let m = String::from_utf8_lossy(&out.stdout).into_owned();
+        let s3 = job_metric(&m, "tributary_sink_delivered_total{sink=\"s3\"}");
+        let os = job_metric(&m, "tributary_sink_delivered_total{sink=\"opensearch\"}");
+        if s3 > 0.0 && s3 >= os && job_metric(&m, "tributary_outbox_lag") == 0.0 {
+            break m;
+        }
+        if Instant::now() > deadline {
+            bail!("the S3 sink did not catch up within 2 minutes; metrics: {metrics_url}");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+
+    step(8, "done");
+    let dead: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tributary_dead_letters_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    println!(
+        "Counts (from the job's /metrics at {metrics_url}):\n  documents committed   {}\n  outbox entries through OpenSearch {}\n  outbox entries through the S3 sink {} (Parquet under s3://ara/curated/ara-web-sale/<day>/)\n  dead-letter records   {dead} (s3://ara/dead-letter/records/)\n  job CPU seconds       {:.1}\n  job peak RSS          {:.0} MiB",
+        job_metric(&metrics, "tributary_documents_out_total"),
+        job_metric(
+            &metrics,
+            "tributary_sink_delivered_total{sink=\"opensearch\"}"
+        ),
+        job_metric(&metrics, "tributary_sink_delivered_total{sink=\"s3\"}"),
+        job_metric(&metrics, "process_cpu_seconds_total"),
+        job_metric(&metrics, "tributary_process_peak_rss_bytes") / 1048576.0,
+    );
     let se = k(&["-n", NAMESPACE, "get", "se"])?;
     println!("{}", String::from_utf8_lossy(&se.stdout));
     let one = curl(&format!("{os}/ara-*/_search?size=1"), None)?;

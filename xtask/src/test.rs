@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::stack::{self, Ctx, progress, run_checked};
 
@@ -123,8 +123,56 @@ fn cargo_test(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
     Ok(())
 }
 
+/// Namespaces the API server creates itself; every other one belongs to a test or the demo.
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Start from an empty cluster: the stack's etcd keeps its data between runs, so a demo
+/// (operator release, running pipeline) or an interrupted test would otherwise still run
+/// pods next to the tests. Deleting their namespaces stops those pods (the node agent kills
+/// their processes) and drops their claims.
+fn reset_cluster(env: &[(String, String)]) -> Result<()> {
+    let var = |k: &str| {
+        env.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+            .with_context(|| format!("stack.env has no {k}"))
+    };
+    let (kubectl, kubeconfig) = (var("KUBECTL")?, var("KUBECONFIG")?);
+    let out = Command::new(&kubectl)
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "get",
+            "namespaces",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .output()?;
+    let names = String::from_utf8_lossy(&out.stdout).into_owned();
+    let leftovers: Vec<&str> = names
+        .split_whitespace()
+        .filter(|n| !SYSTEM_NAMESPACES.contains(n))
+        .collect();
+    if leftovers.is_empty() {
+        return Ok(());
+    }
+    progress(&format!(
+        "deleting namespaces left by earlier runs: {}",
+        leftovers.join(" ")
+    ));
+    let status = Command::new(&kubectl)
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["delete", "namespace", "--wait=true", "--timeout=180s"])
+        .args(&leftovers)
+        .status()?;
+    if !status.success() {
+        bail!("could not delete the namespaces left by earlier runs");
+    }
+    Ok(())
+}
+
 fn run_against_stack(ctx: &Ctx, totals: &mut Totals) -> Result<()> {
     let env = stack::read_env(ctx)?;
+    reset_cluster(&env)?;
     let helm = env
         .iter()
         .find(|(k, _)| k == "HELM")

@@ -470,6 +470,7 @@ impl Core {
 
     /// Refresh the gauges that need a scan of the state (call every few seconds).
     pub fn refresh_gauges(&self) {
+        self.metrics.refresh_peak_rss();
         if let Ok((pending, _, _)) = self.state().pending_counts() {
             self.metrics
                 .join_waiting
@@ -565,7 +566,7 @@ pub fn run(
         }
         if now >= next_gauges {
             core.refresh_gauges();
-            next_gauges = now + Duration::from_secs(10);
+            next_gauges = now + Duration::from_secs(5);
         }
     }
 }

@@ -149,6 +149,91 @@ pub fn compute(
     status
 }
 
+/// The IndexTemplateReady condition from the OpenSearch pass (`None`: not managed), and
+/// Degraded when the failure needs a human (401/403, a template owned by someone else).
+pub fn opensearch(
+    status: &mut StreamingEnrichmentStatus,
+    se: &StreamingEnrichment,
+    pass: Option<&Result<crate::opensearch::Report, crate::opensearch::Error>>,
+    now: &Time,
+) {
+    let generation = se.metadata.generation;
+    let Some(pass) = pass else {
+        status
+            .conditions
+            .retain(|c| c.type_ != ConditionType::IndexTemplateReady.as_str());
+        return;
+    };
+    let os = &se.spec.sinks.opensearch;
+    match pass {
+        Ok(r) => {
+            let rollover = if r.ism {
+                "rollover by the ISM policy"
+            } else {
+                "rollover by the operator (core _rollover API)"
+            };
+            let roles = if r.security {
+                ", writer/reader roles in place"
+            } else {
+                ""
+            };
+            set_condition(
+                &mut status.conditions,
+                ConditionUpdate::new(
+                    ConditionType::IndexTemplateReady,
+                    true,
+                    "TemplateApplied",
+                    format!(
+                        "template {} in place; {} -> {}; {rollover}{roles}",
+                        crate::opensearch::template::template_name(os),
+                        os.write_alias,
+                        r.write_index.as_deref().unwrap_or("?"),
+                    ),
+                ),
+                generation,
+                now,
+            );
+        }
+        Err(e) => {
+            set_condition(
+                &mut status.conditions,
+                ConditionUpdate::new(
+                    ConditionType::IndexTemplateReady,
+                    false,
+                    e.reason(),
+                    e.to_string(),
+                ),
+                generation,
+                now,
+            );
+            if e.degrades() {
+                set_condition(
+                    &mut status.conditions,
+                    ConditionUpdate::new(ConditionType::Degraded, true, e.reason(), e.to_string()),
+                    generation,
+                    now,
+                );
+                // `compute` reset Degraded to False first: keep the transition time of a
+                // Degraded that was already True before this pass.
+                let was = se.status.as_ref().and_then(|st| {
+                    st.conditions
+                        .iter()
+                        .find(|c| c.type_ == ConditionType::Degraded.as_str() && c.status == "True")
+                });
+                if let (Some(was), Some(c)) = (
+                    was,
+                    status
+                        .conditions
+                        .iter_mut()
+                        .find(|c| c.type_ == ConditionType::Degraded.as_str()),
+                ) {
+                    c.last_transition_time = was.last_transition_time.clone();
+                }
+            }
+        }
+    }
+}
+
 /// Condition flips between two statuses, for events: (type, new status, reason, message).
 pub fn flips<'a>(
     before: &'a StreamingEnrichmentStatus,
@@ -282,6 +367,69 @@ mod tests {
             "the old job still runs"
         );
         assert_eq!(flips(se.status.as_ref().unwrap(), &s).len(), 2);
+    }
+
+    #[test]
+    fn opensearch_pass_sets_index_template_ready_and_degraded_on_auth() {
+        use crate::opensearch::{Error, Report};
+        let mut se = example("minimal.yaml");
+        let mut s = compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
+        let ok: Result<Report, Error> = Ok(Report {
+            template: "Created",
+            write_index: Some("ara-000001".into()),
+            ..Default::default()
+        });
+        opensearch(&mut s, &se, Some(&ok), &t(10));
+        let c = get_condition(&s.conditions, ConditionType::IndexTemplateReady).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "TemplateApplied")
+        );
+        assert!(
+            c.message.contains("ara-write -> ara-000001"),
+            "{}",
+            c.message
+        );
+        assert!(!is_true(&s.conditions, ConditionType::Degraded));
+
+        let down: Result<Report, Error> = Err(Error::Unreachable {
+            endpoint: "https://x".into(),
+            message: "connection refused".into(),
+        });
+        opensearch(&mut s, &se, Some(&down), &t(20));
+        let c = get_condition(&s.conditions, ConditionType::IndexTemplateReady).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "OpenSearchUnreachable")
+        );
+        assert!(
+            !is_true(&s.conditions, ConditionType::Degraded),
+            "transient: no Degraded"
+        );
+        assert!(
+            is_true(&s.conditions, ConditionType::Ready),
+            "the job is not blocked"
+        );
+
+        let denied: Result<Report, Error> = Err(Error::Unauthorized {
+            what: "GET /_cat/plugins".into(),
+        });
+        opensearch(&mut s, &se, Some(&denied), &t(30));
+        let d = get_condition(&s.conditions, ConditionType::Degraded).unwrap();
+        assert_eq!(
+            (d.status.as_str(), d.reason.as_str()),
+            ("True", "OpenSearchUnauthorized")
+        );
+        assert!(d.message.contains("401"));
+        assert_eq!(d.last_transition_time, t(30));
+        se.status = Some(s.clone());
+        let mut again = compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(50));
+        opensearch(&mut again, &se, Some(&denied), &t(50));
+        let d = get_condition(&again.conditions, ConditionType::Degraded).unwrap();
+        assert_eq!(d.last_transition_time, t(30), "no flap while still denied");
+
+        opensearch(&mut s, &se, None, &t(40));
+        assert!(get_condition(&s.conditions, ConditionType::IndexTemplateReady).is_none());
     }
 
     #[test]

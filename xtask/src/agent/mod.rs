@@ -308,6 +308,7 @@ async fn agent(ctx: &Ctx, args: Args) -> Result<(), AgentError> {
         since,
     ));
     let labels = node::labels(&shared.node);
+    tokio::spawn(reclaim_claims(client.clone(), shared.claims_dir()));
 
     // Addresses of pods a previous agent ran stay theirs.
     let mut records: HashMap<String, PodRuntime> = HashMap::new();
@@ -391,6 +392,60 @@ async fn agent(ctx: &Ctx, args: Args) -> Result<(), AgentError> {
         }
         workers.retain(|_, w| !w.task.is_finished());
         bound.retain(|uid| all.iter().any(|p| p.metadata.uid.as_deref() == Some(uid)));
+    }
+}
+
+/// Folders of claims (`<claims>/<namespace>/<claim>`) that exist on disk.
+fn claim_folders(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for ns in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        for claim in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            if let (Some(n), Some(c)) = (ns.file_name().to_str(), claim.file_name().to_str()) {
+                out.push((n.to_string(), c.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Like a provisioner with `reclaimPolicy: Delete`: a claim folder whose
+/// PersistentVolumeClaim has been gone for two scans in a row (30 s apart) is removed, so
+/// deleted namespaces do not leave their data behind.
+async fn reclaim_claims(client: kube::Client, root: PathBuf) {
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::all(client);
+    let mut missing_before: HashSet<(String, String)> = HashSet::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let Ok(list) = pvcs.list(&Default::default()).await else {
+            continue;
+        };
+        let live: HashSet<(String, String)> = list
+            .items
+            .iter()
+            .map(|p| {
+                (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let missing: HashSet<(String, String)> = claim_folders(&root)
+            .into_iter()
+            .filter(|k| !live.contains(k))
+            .collect();
+        for (ns, claim) in missing.intersection(&missing_before) {
+            let dir = volumes::claim_dir(&root, ns, claim);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(namespace = %ns, claim = %claim, "claim deleted: folder removed")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "cannot remove a deleted claim's folder: {e}")
+                }
+            }
+            let _ = std::fs::remove_dir(root.join(ns)); // only when empty
+        }
+        missing_before = missing;
     }
 }
 

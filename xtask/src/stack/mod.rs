@@ -10,6 +10,7 @@ mod kinesis;
 mod kubernetes;
 mod node_agent;
 mod opensearch;
+mod opensearch_secure;
 mod process;
 mod prometheus;
 mod s3;
@@ -163,6 +164,7 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(kinesis::Kinesis),
         Box::new(s3::S3),
         Box::new(opensearch::OpenSearch),
+        Box::new(opensearch_secure::OpenSearchSecure),
         Box::new(prometheus::Prometheus),
     ]
 }

@@ -33,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use super::{Component, Ctx, installed, progress, require_tool, run_checked};
 
 /// The newest 2.19 patch on Maven Central (2.x is the line that runs on Java 17).
-const VERSION: &str = "2.19.6";
+pub(super) const VERSION: &str = "2.19.6";
 /// The newest 2.19 opensearch-security on Maven Central.
 const SECURITY_VERSION: &str = "2.19.4.0";
 const SECURITY_RANGE: &str = "~2.19.4";
@@ -140,7 +140,7 @@ fn added() -> Vec<&'static str> {
 
 pub struct OpenSearch;
 
-fn install_dir(ctx: &Ctx) -> PathBuf {
+pub(super) fn install_dir(ctx: &Ctx) -> PathBuf {
     ctx.home.join("opensearch").join(VERSION)
 }
 
@@ -464,7 +464,7 @@ fn verify_checksums(checksums: &Path, dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The machine's JDK: `readlink -f $(which java)`, less `/bin/java`.
-fn java_home() -> Result<PathBuf> {
+pub(super) fn java_home() -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let java = std::env::split_paths(&path)
         .map(|d| d.join("java"))
@@ -481,7 +481,7 @@ fn java_home() -> Result<PathBuf> {
         .with_context(|| format!("{} is not in a JDK's bin folder", real.display()))
 }
 
-fn running_as_root() -> bool {
+pub(super) fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))
