@@ -166,6 +166,20 @@ impl Fixture {
         Ok(fx)
     }
 
+    /// Delete the fixture's streams (kinesis-mock keeps them, and their shards count against
+    /// its limit, until it stops). Best effort.
+    pub async fn cleanup(&self) {
+        for stream in self.streams() {
+            let _ = self
+                .kinesis
+                .delete_stream()
+                .stream_name(&stream)
+                .enforce_consumer_deletion(true)
+                .send()
+                .await;
+        }
+    }
+
     pub fn streams(&self) -> [String; 3] {
         [
             self.config.sources.customers.stream.clone(),

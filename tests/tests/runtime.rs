@@ -29,6 +29,7 @@ async fn the_runtime_produces_exactly_the_oracle() -> Result<()> {
     }
     .await;
     stop(child)?;
+    fx.cleanup().await;
     result.with_context(|| fx.log())
 }
 
@@ -66,5 +67,6 @@ async fn kill_9_mid_stream_and_restart_gives_the_same_documents() -> Result<()> 
     let child = fx.start(port)?;
     let result = fx.assert_complete().await;
     stop(child)?;
+    fx.cleanup().await;
     result.with_context(|| fx.log())
 }

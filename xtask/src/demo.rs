@@ -94,6 +94,7 @@ fn reset(ctx: &Ctx, env: &[(String, String)]) -> Result<()> {
             .args(["-s", "-o", "/dev/null", "-X", "POST", &kinesis])
             .args(["-H", "Content-Type: application/x-amz-json-1.1"])
             .args(["-H", "X-Amz-Target: Kinesis_20131202.DeleteStream"])
+            .args(["-H", "X-Amz-Date: 20260101T000000Z"])
             .args(["-H", "Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=0"])
             .args(["-d", &format!("{{\"StreamName\":\"{stream}\",\"EnforceConsumerDeletion\":true}}")])
             .status();

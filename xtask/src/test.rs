@@ -159,6 +159,21 @@ fn reset_cluster(env: &[(String, String)]) -> Result<()> {
         "deleting namespaces left by earlier runs: {}",
         leftovers.join(" ")
     ));
+    // No operator runs now: a resource's finalizer (deletionPolicy: Delete) would keep its
+    // namespace terminating forever. The OpenSearch data of those runs is not the user's.
+    for ns in &leftovers {
+        let out = Command::new(&kubectl)
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["-n", ns, "get", "streamingenrichments", "-o", "name"])
+            .output()?;
+        for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new(&kubectl)
+                .env("KUBECONFIG", &kubeconfig)
+                .args(["-n", ns, "patch", name, "--type=merge"])
+                .args(["-p", r#"{"metadata":{"finalizers":null}}"#])
+                .output();
+        }
+    }
     let status = Command::new(&kubectl)
         .env("KUBECONFIG", &kubeconfig)
         .args(["delete", "namespace", "--wait=true", "--timeout=180s"])

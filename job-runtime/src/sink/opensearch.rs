@@ -20,8 +20,15 @@ use super::dead_letter::DeadLetterWriter;
 use super::{Batching, Range, Sink, SinkError};
 use crate::output::{DeadLetterRecord, Document, OutputRecord};
 
-/// How often the failed items of one request are retried before the range is retried whole.
-const ITEM_RETRIES: u32 = 8;
+/// How often one request's retryable failures (429/5xx of items or of the whole request, a
+/// lost connection) are retried in place before the write fails and the delivery loop takes
+/// over (which retries the whole range, forever, with a longer backoff).
+const ITEM_RETRIES: u32 = 12;
+
+/// Backoff of in-place retries: 100 ms doubling to 5 s.
+fn retry_delay(attempt: u32) -> Duration {
+    super::backoff(attempt).min(Duration::from_secs(5))
+}
 
 pub struct OpenSearchSink {
     client: OpenSearch,
@@ -99,32 +106,40 @@ impl OpenSearchSink {
         })
     }
 
-    /// One `_bulk` request; returns the outcome of every item.
-    async fn bulk(&self, docs: &[&Document]) -> Result<Vec<ItemOutcome>, SinkError> {
+    /// One `_bulk` request: the outcome of every item, or `Err(Retryable)` for a whole-request
+    /// failure worth retrying in place (429, 5xx, connection), or a permanent error.
+    async fn bulk(
+        &self,
+        docs: &[&Document],
+    ) -> Result<Result<Vec<ItemOutcome>, String>, SinkError> {
         let mut body: Vec<Bytes> = Vec::with_capacity(docs.len() * 2);
         for d in docs {
             let action = serde_json::json!({"index": {"_id": d.id}});
             body.push(Bytes::from(action.to_string()));
             body.push(Bytes::from(d.json.clone()));
         }
-        let resp = self
+        let resp = match self
             .client
             .bulk(BulkParts::Index(&self.alias))
             .body(body)
             .send()
             .await
-            .map_err(|e| SinkError::Write(format!("bulk to {}: {e}", self.alias)))?;
+        {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(format!("bulk to {}: {e}", self.alias))),
+        };
         let status = resp.status_code();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| SinkError::Write(format!("bulk response: {e}")))?;
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(format!("bulk response: {e}"))),
+        };
         if !status.is_success() {
             let excerpt: String = text.chars().take(500).collect();
-            return Err(SinkError::Write(format!(
-                "bulk to {}: HTTP {status}: {excerpt}",
-                self.alias
-            )));
+            let message = format!("bulk to {}: HTTP {status}: {excerpt}", self.alias);
+            if status.as_u16() == 429 || status.is_server_error() {
+                return Ok(Err(message));
+            }
+            return Err(SinkError::Write(message));
         }
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| SinkError::Write(format!("bulk response is not JSON: {e}")))?;
@@ -136,7 +151,7 @@ impl OpenSearchSink {
                 docs.len()
             )));
         }
-        Ok(out)
+        Ok(Ok(out))
     }
 }
 
@@ -172,7 +187,18 @@ impl Sink for OpenSearchSink {
             let mut pending: Vec<&Document> = docs[start..end].iter().collect();
             let mut attempt = 0;
             while !pending.is_empty() {
-                let outcomes = self.bulk(&pending).await?;
+                let outcomes = match self.bulk(&pending).await? {
+                    Ok(o) => o,
+                    Err(message) => {
+                        attempt += 1;
+                        if attempt > ITEM_RETRIES {
+                            return Err(SinkError::Write(message));
+                        }
+                        tracing::debug!(attempt, %message, "retrying the bulk request");
+                        tokio::time::sleep(retry_delay(attempt)).await;
+                        continue;
+                    }
+                };
                 let mut retry = Vec::new();
                 for (doc, outcome) in pending.iter().zip(outcomes) {
                     match outcome {
@@ -195,7 +221,7 @@ impl Sink for OpenSearchSink {
                         )));
                     }
                     tracing::debug!(items = retry.len(), attempt, "retrying bulk items");
-                    tokio::time::sleep(super::backoff(attempt)).await;
+                    tokio::time::sleep(retry_delay(attempt)).await;
                 }
                 pending = retry;
             }

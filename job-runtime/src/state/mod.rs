@@ -27,6 +27,7 @@
 //! Deliberately minimal: LZ4 compression for every column family (values are JSON), and one
 //! shared LRU block cache of [`BLOCK_CACHE_BYTES`]. Everything else is RocksDB's default.
 
+mod cache;
 mod keys;
 mod outbox;
 mod values;
@@ -36,6 +37,7 @@ pub use outbox::{OutboxReader, SinkCursor};
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -129,6 +131,11 @@ pub struct RocksState {
     outbox_pending: Vec<Vec<u8>>,
     /// The next outbox sequence number after the last commit.
     outbox_committed: u64,
+    /// Decoded committed rows (see [`cache`]).
+    customers: RefCell<cache::VersionCache<Customer>>,
+    addresses: RefCell<cache::VersionCache<Address>>,
+    items: RefCell<cache::RowCache<Item>>,
+    promos: RefCell<cache::RowCache<Promo>>,
     /// Tests only: commit after every write, so that reads are served by RocksDB.
     #[cfg(test)]
     write_through: bool,
@@ -153,6 +160,8 @@ impl std::fmt::Debug for RocksState {
 fn cf_options(cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
+    // Point lookups of absent keys (a sale not waiting yet) skip the data blocks.
+    table.set_bloom_filter(10.0, false);
     let mut opts = Options::default();
     opts.set_compression_type(DBCompressionType::Lz4);
     opts.set_block_based_table_factory(&table);
@@ -185,6 +194,10 @@ impl RocksState {
             overlay: Default::default(),
             outbox_pending: Vec::new(),
             outbox_committed,
+            customers: RefCell::default(),
+            addresses: RefCell::default(),
+            items: RefCell::default(),
+            promos: RefCell::default(),
             #[cfg(test)]
             write_through: false,
             #[cfg(test)]
@@ -253,12 +266,21 @@ impl RocksState {
         }
         self.db.write(batch)?;
         self.outbox_committed = next;
-        self.abort();
+        self.clear_overlay();
         Ok(())
     }
 
     /// Discard the uncommitted changes of the current batch.
     pub fn abort(&mut self) {
+        self.clear_overlay();
+        // Conservative: a cached row can never come from the overlay, but an abort is rare.
+        self.customers.get_mut().clear();
+        self.addresses.get_mut().clear();
+        self.items.get_mut().clear();
+        self.promos.get_mut().clear();
+    }
+
+    fn clear_overlay(&mut self) {
         for writes in &mut self.overlay {
             writes.clear();
         }
@@ -321,6 +343,67 @@ impl RocksState {
         }
         it.status()?;
         Ok(out)
+    }
+
+    /// Whether the overlay holds writes for keys in `lo..=hi`.
+    fn overlay_touches(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> bool {
+        self.overlay[cf as usize]
+            .range(lo.to_vec()..=hi.to_vec())
+            .next()
+            .is_some()
+    }
+
+    /// Every committed `(event time, value)` of one id of a versioned column family.
+    fn committed_versions<T>(
+        &self,
+        cf: Cf,
+        id: &str,
+        decode: impl Fn(&[u8]) -> Result<T, StateError>,
+    ) -> Result<Vec<(i64, T)>, StateError> {
+        let lo = keys::version(id, i64::MIN);
+        let hi = keys::version(id, i64::MAX);
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
+        it.seek(&lo);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k > hi.as_slice() {
+                break;
+            }
+            let t = k
+                .len()
+                .checked_sub(8)
+                .and_then(|i| keys::get_i64(&k[i..]))
+                .ok_or_else(|| StateError::Corrupt {
+                    cf: cf.name(),
+                    reason: "version key without a time".into(),
+                })?;
+            out.push((t, decode(v)?));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// The versions of `id` from the cache, loading them on a miss; `None` when the overlay
+    /// holds writes for `id` (the caller then takes the merged path).
+    fn cached_versions<T: Clone>(
+        &self,
+        cf: Cf,
+        cache: &RefCell<cache::VersionCache<T>>,
+        id: &str,
+        decode: impl Fn(&[u8]) -> Result<T, StateError>,
+    ) -> Result<Option<cache::Versions<T>>, StateError> {
+        let lo = keys::version(id, i64::MIN);
+        let hi = keys::version(id, i64::MAX);
+        if self.overlay_touches(cf, &lo, &hi) {
+            return Ok(None);
+        }
+        if let Some(v) = cache.borrow().get(id) {
+            return Ok(Some(v));
+        }
+        let versions = Arc::new(self.committed_versions(cf, id, decode)?);
+        cache.borrow_mut().insert(id, Arc::clone(&versions));
+        Ok(Some(versions))
     }
 
     fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StateError> {
@@ -541,11 +624,20 @@ impl JoinState for RocksState {
     type Error = StateError;
 
     fn put_customer(&mut self, c: Customer) -> Result<(), StateError> {
+        self.customers.get_mut().invalidate(c.customer_id.as_str());
         let key = keys::version(c.customer_id.as_str(), c.customer_datetime.as_micros());
         let value = values::encode(&c)?;
         self.put(Cf::Customers, key, value)
     }
     fn customer_at(&self, id: &CustomerId, at: EventTime) -> Result<Option<Customer>, StateError> {
+        if let Some(v) = self.cached_versions(
+            Cf::Customers,
+            &self.customers,
+            id.as_str(),
+            values::customer,
+        )? {
+            return Ok(cache::at(&v, at.as_micros()).cloned());
+        }
         let lo = keys::version(id.as_str(), i64::MIN);
         let hi = keys::version(id.as_str(), at.as_micros());
         self.last_in(Cf::Customers, &lo, &hi)?
@@ -553,6 +645,14 @@ impl JoinState for RocksState {
             .transpose()
     }
     fn first_customer(&self, id: &CustomerId) -> Result<Option<Customer>, StateError> {
+        if let Some(v) = self.cached_versions(
+            Cf::Customers,
+            &self.customers,
+            id.as_str(),
+            values::customer,
+        )? {
+            return Ok(v.first().map(|(_, c)| c.clone()));
+        }
         let lo = keys::version(id.as_str(), i64::MIN);
         let hi = keys::version(id.as_str(), i64::MAX);
         self.first_in(Cf::Customers, &lo, &hi)?
@@ -560,15 +660,22 @@ impl JoinState for RocksState {
             .transpose()
     }
     fn compact_customer(&mut self, id: &CustomerId, h: EventTime) -> Result<usize, StateError> {
+        self.customers.get_mut().invalidate(id.as_str());
         self.compact(Cf::Customers, id.as_str(), h)
     }
 
     fn put_address(&mut self, a: Address) -> Result<(), StateError> {
+        self.addresses.get_mut().invalidate(a.address_id.as_str());
         let key = keys::version(a.address_id.as_str(), a.address_datetime.as_micros());
         let value = values::encode(&a)?;
         self.put(Cf::Addresses, key, value)
     }
     fn address_at(&self, id: &AddressId, at: EventTime) -> Result<Option<Address>, StateError> {
+        if let Some(v) =
+            self.cached_versions(Cf::Addresses, &self.addresses, id.as_str(), values::address)?
+        {
+            return Ok(cache::at(&v, at.as_micros()).cloned());
+        }
         let lo = keys::version(id.as_str(), i64::MIN);
         let hi = keys::version(id.as_str(), at.as_micros());
         self.last_in(Cf::Addresses, &lo, &hi)?
@@ -576,6 +683,11 @@ impl JoinState for RocksState {
             .transpose()
     }
     fn first_address(&self, id: &AddressId) -> Result<Option<Address>, StateError> {
+        if let Some(v) =
+            self.cached_versions(Cf::Addresses, &self.addresses, id.as_str(), values::address)?
+        {
+            return Ok(v.first().map(|(_, a)| a.clone()));
+        }
         let lo = keys::version(id.as_str(), i64::MIN);
         let hi = keys::version(id.as_str(), i64::MAX);
         self.first_in(Cf::Addresses, &lo, &hi)?
@@ -583,26 +695,49 @@ impl JoinState for RocksState {
             .transpose()
     }
     fn compact_address(&mut self, id: &AddressId, h: EventTime) -> Result<usize, StateError> {
+        self.addresses.get_mut().invalidate(id.as_str());
         self.compact(Cf::Addresses, id.as_str(), h)
     }
 
     fn put_item(&mut self, item: Item) -> Result<(), StateError> {
+        self.items.get_mut().invalidate(item.item_id);
         let value = values::encode(&item)?;
         self.put(Cf::Items, keys::int(item.item_id), value)
     }
     fn item(&self, id: ItemId) -> Result<Option<Item>, StateError> {
-        self.get(Cf::Items, &keys::int(id))?
+        let key = keys::int(id);
+        let pending = self.overlay[Cf::Items as usize].contains_key(&key);
+        if !pending && let Some(row) = self.items.borrow().get(id) {
+            return Ok(row);
+        }
+        let row = self
+            .get(Cf::Items, &key)?
             .map(|v| values::item(&v))
-            .transpose()
+            .transpose()?;
+        if !pending {
+            self.items.borrow_mut().insert(id, row.clone());
+        }
+        Ok(row)
     }
     fn put_promo(&mut self, promo: Promo) -> Result<(), StateError> {
+        self.promos.get_mut().invalidate(promo.promo_id);
         let value = values::encode(&promo)?;
         self.put(Cf::Promos, keys::int(promo.promo_id), value)
     }
     fn promo(&self, id: PromoId) -> Result<Option<Promo>, StateError> {
-        self.get(Cf::Promos, &keys::int(id))?
+        let key = keys::int(id);
+        let pending = self.overlay[Cf::Promos as usize].contains_key(&key);
+        if !pending && let Some(row) = self.promos.borrow().get(id) {
+            return Ok(row);
+        }
+        let row = self
+            .get(Cf::Promos, &key)?
             .map(|v| values::promo(&v))
-            .transpose()
+            .transpose()?;
+        if !pending {
+            self.promos.borrow_mut().insert(id, row.clone());
+        }
+        Ok(row)
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {

@@ -182,6 +182,9 @@ impl Component for Kinesis {
                 .env("SHOULD_PERSIST_DATA", "false")
                 .env("LOAD_DATA_IF_EXISTS", "false")
                 .env("AWS_REGION", REGION)
+                // The default account limit (50 shards) is a quota, not a behaviour to test:
+                // the tests and the demo create many small streams in one server's lifetime.
+                .env("SHARD_LIMIT", "2000")
                 // The runtime's CPU-starvation warning fires constantly on a busy 2-core machine.
                 .env("CATS_EFFECT_CPU_STARVATION_CHECK_INITIAL_DELAY", "Inf");
             Ok(cmd)

@@ -1,0 +1,124 @@
+//! Decoded copies of committed dimension and reference rows, in front of RocksDB.
+//!
+//! A sale looks up four versioned rows (two customers, two addresses) and two reference rows;
+//! without a cache each lookup opens a RocksDB iterator, seeks, and decodes JSON again. The
+//! cache holds, per id, every committed version already decoded (so "the version valid at
+//! `t`" is a binary search), and reference rows by id (misses included).
+//!
+//! Coherence is kept by construction: the cache only ever holds *committed* data. A write to
+//! an id (put or compaction) goes to the overlay and removes the id from the cache; while the
+//! overlay has entries for an id, reads take the merged overlay + RocksDB path; after the
+//! commit the next read reloads the id from RocksDB. An abort clears the cache. Each map is
+//! bounded by [`CAPACITY`] ids: when full it is cleared (cheap, and a hot working set refills
+//! it at once).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Ids kept per map before it is cleared.
+pub(super) const CAPACITY: usize = 200_000;
+
+/// Every committed version of one id, sorted by event time (microseconds).
+pub(super) type Versions<T> = Arc<Vec<(i64, T)>>;
+
+#[derive(Debug)]
+pub(super) struct VersionCache<T> {
+    map: HashMap<String, Versions<T>>,
+}
+
+impl<T> Default for VersionCache<T> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<T> VersionCache<T> {
+    pub(super) fn get(&self, id: &str) -> Option<Versions<T>> {
+        self.map.get(id).cloned()
+    }
+
+    pub(super) fn insert(&mut self, id: &str, versions: Versions<T>) {
+        if self.map.len() >= CAPACITY {
+            self.map.clear();
+        }
+        self.map.insert(id.to_string(), versions);
+    }
+
+    pub(super) fn invalidate(&mut self, id: &str) {
+        self.map.remove(id);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+/// The version with the greatest time `<= at`.
+pub(super) fn at<T>(versions: &[(i64, T)], at: i64) -> Option<&T> {
+    let i = versions.partition_point(|(t, _)| *t <= at);
+    i.checked_sub(1).map(|i| &versions[i].1)
+}
+
+/// Reference rows by id; `None` caches a miss.
+#[derive(Debug)]
+pub(super) struct RowCache<T> {
+    map: HashMap<i64, Option<T>>,
+}
+
+impl<T> Default for RowCache<T> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> RowCache<T> {
+    pub(super) fn get(&self, id: i64) -> Option<Option<T>> {
+        self.map.get(&id).cloned()
+    }
+
+    pub(super) fn insert(&mut self, id: i64, row: Option<T>) {
+        if self.map.len() >= CAPACITY {
+            self.map.clear();
+        }
+        self.map.insert(id, row);
+    }
+
+    pub(super) fn invalidate(&mut self, id: i64) {
+        self.map.remove(&id);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_picks_the_greatest_time_not_after() {
+        let v = vec![(10, 'a'), (20, 'b'), (30, 'c')];
+        assert_eq!(at(&v, 5), None);
+        assert_eq!(at(&v, 10), Some(&'a'));
+        assert_eq!(at(&v, 25), Some(&'b'));
+        assert_eq!(at(&v, i64::MAX), Some(&'c'));
+        assert_eq!(at::<char>(&[], 0), None);
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let mut c = VersionCache::<u8>::default();
+        for i in 0..CAPACITY {
+            c.insert(&i.to_string(), Arc::new(vec![]));
+        }
+        assert!(c.get("0").is_some());
+        c.insert("new", Arc::new(vec![(1, 1)]));
+        assert!(c.get("0").is_none());
+        assert!(c.get("new").is_some());
+    }
+}
