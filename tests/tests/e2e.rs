@@ -1,0 +1,208 @@
+//! End to end, as a user runs it: `helm install` the operator (its pod runs on the stack's node
+//! agent), apply a `StreamingEnrichment`, put generated data into Kinesis; the operator's
+//! StatefulSet pod (the runtime, on the agent) must produce every document of the oracle in
+//! OpenSearch (through the index and aliases the operator bootstrapped) and every row in the
+//! S3 Parquet files, exactly once. Mid-stream the runtime process is killed with SIGKILL; the
+//! agent restarts it like a kubelet would, and the result must not change.
+//!
+//! Needs `cargo xtask stack up` (with the node agent) and the binaries `cargo xtask test` builds.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use tributary_runtime::r#gen::GenConfig;
+use tributary_tests::cluster::{helm, kubectl, repo_root};
+use tributary_tests::pipeline::{Fixture, TIMEOUT, small};
+use tributary_tests::{eventually, stack_var};
+
+fn manifest(fx: &Fixture) -> Result<String> {
+    let c = &fx.config;
+    let os = &c.sinks.opensearch;
+    Ok(format!(
+        r#"apiVersion: tributary.dev/v1alpha1
+kind: StreamingEnrichment
+metadata:
+  name: sales
+  namespace: {ns}
+spec:
+  replicas: 1
+  storage: {{ size: 1Gi }}
+  aws:
+    region: {region}
+    kinesisEndpoint: {kinesis}
+    s3Endpoint: {s3}
+    s3ForcePathStyle: true
+    credentials:
+      accessKeyId: {{ name: aws, key: id }}
+      secretAccessKey: {{ name: aws, key: secret }}
+  sources:
+    customers: {{ stream: {customers} }}
+    addresses: {{ stream: {addresses} }}
+    sales: {{ stream: {sales} }}
+  reference:
+    items: {{ uri: "{items}", refreshInterval: 5s }}
+    promos: {{ uri: "{promos}", refreshInterval: 5s }}
+  sinks:
+    s3: {{ uri: "{curated}", rollInterval: 2s }}
+    opensearch:
+      endpoint: {endpoint}
+      indexPrefix: {ns}
+      writeAlias: {write}
+      readAlias: {ns}-read
+      template: {{ shards: 1, replicas: 0 }}
+  deadLetter: {{ uri: "{dlq}" }}
+"#,
+        ns = fx.name,
+        region = c.aws.region,
+        kinesis = c.aws.kinesis_endpoint.clone().unwrap_or_default(),
+        s3 = c.aws.s3_endpoint.clone().unwrap_or_default(),
+        customers = c.sources.customers.stream,
+        addresses = c.sources.addresses.stream,
+        sales = c.sources.sales.stream,
+        items = c.reference.items.uri,
+        promos = c.reference.promos.uri,
+        curated = c.sinks.s3.uri,
+        endpoint = os.endpoint,
+        write = os.write_alias,
+        dlq = c.dead_letter.uri,
+    ))
+}
+
+/// The pid of a pod's container process, from the node agent's record of the pod.
+fn container_pid(namespace: &str, pod: &str) -> Result<Option<u32>> {
+    let home = std::env::var("TRIBUTARY_HOME").map_or_else(
+        |_| {
+            std::env::var("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/tributary"))
+                .unwrap_or_default()
+        },
+        std::path::PathBuf::from,
+    );
+    let prefix = format!("{namespace}_{pod}_");
+    for entry in std::fs::read_dir(home.join("agent/pods"))? {
+        let entry = entry?;
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(entry.path().join("state.json")) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        if let Some(pid) = v["containers"][0]["pid"].as_u64() {
+            return Ok(Some(u32::try_from(pid)?));
+        }
+    }
+    Ok(None)
+}
+
+#[tokio::test]
+async fn helm_install_apply_and_a_killed_runtime_give_exactly_the_oracle() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fx = Fixture::new(
+        "e2e",
+        &GenConfig {
+            sales: 1500,
+            ..small()
+        },
+    )
+    .await?;
+    let ns = fx.name.clone();
+    let operator_ns = format!("{ns}-op");
+    let chart = repo_root().join("charts/tributary");
+    let result = async {
+        helm(&[
+            "install",
+            &ns,
+            &chart.to_string_lossy(),
+            "--namespace",
+            &operator_ns,
+            "--create-namespace",
+            "--set",
+            "logFormat=text",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])?;
+        kubectl(&["create", "namespace", &ns])?;
+        kubectl(&[
+            "-n",
+            &ns,
+            "create",
+            "secret",
+            "generic",
+            "aws",
+            &format!("--from-literal=id={}", stack_var("S3_ACCESS_KEY_ID")?),
+            &format!(
+                "--from-literal=secret={}",
+                stack_var("S3_SECRET_ACCESS_KEY")?
+            ),
+        ])?;
+        let path = std::env::temp_dir().join(format!("{ns}.yaml"));
+        std::fs::write(&path, manifest(&fx)?)?;
+        kubectl(&["apply", "-f", &path.to_string_lossy()])?;
+
+        // Data arrives while the job runs; the runtime is killed once documents flow.
+        let writer = fx.put_all();
+        let killer = async {
+            eventually("first documents", TIMEOUT, || async {
+                Ok((fx.count().await? > 100).then_some(()))
+            })
+            .await?;
+            let pid = container_pid(&ns, "sales-0")?.context("no pid for sales-0")?;
+            let status = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()?;
+            ensure!(status.success(), "kill -9 {pid}");
+            anyhow::Ok(pid)
+        };
+        let (_, killed) = tokio::try_join!(writer, killer)?;
+        ensure!(
+            fx.count().await? < fx.data.expected.len() as u64,
+            "the kill came after the last document: make the dataset larger"
+        );
+        fx.assert_complete().await?;
+        let restarts = eventually("the restart recorded", Duration::from_secs(60), || async {
+            let out = kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "pod",
+                "sales-0",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ])?;
+            let n: u32 = out.trim().parse().unwrap_or(0);
+            Ok((n >= 1).then_some(n))
+        })
+        .await?;
+        let now = container_pid(&ns, "sales-0")?;
+        ensure!(now != Some(killed), "the killed process is still the pod's");
+        println!("runtime restarted {restarts} time(s) by the agent");
+        let se = kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "se",
+            "sales",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])?;
+        ensure!(se.trim() == "True", "the resource is not Ready: {se}");
+        Ok(())
+    }
+    .await;
+    let _ = kubectl(&[
+        "-n",
+        &ns,
+        "delete",
+        "se",
+        "sales",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let _ = helm(&["uninstall", &ns, "--namespace", &operator_ns, "--wait"]);
+    let _ = kubectl(&["delete", "namespace", &ns, &operator_ns, "--wait=false"]);
+    fx.cleanup().await;
+    result
+}
