@@ -37,6 +37,9 @@ use crate::source::metrics::SourceMetrics;
 use crate::source::{Position, Positions, StreamRole};
 use crate::state::RocksState;
 
+/// Batches waiting in each input channel (dimensions, sales).
+const INPUT_BATCHES: usize = 4;
+
 /// Process settings that are not part of the resource (flags / environment).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -139,8 +142,10 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let initial_positions: Positions = core.committed_positions().clone();
     let initial_outbox = core.state().outbox_next();
 
-    let (dims_tx, dims_rx) = mpsc::channel(64);
-    let (sales_tx, sales_rx) = mpsc::channel(64);
+    // Bounded in batches of at most GetRecords' limit (10,000 records): a few batches per
+    // channel keep every reader busy and bound the memory of records read but not applied.
+    let (dims_tx, dims_rx) = mpsc::channel(INPUT_BATCHES);
+    let (sales_tx, sales_rx) = mpsc::channel(INPUT_BATCHES);
     let (control_tx, control_rx) = mpsc::channel(64);
     let (delivered_tx, delivered_rx) = watch::channel(reader.first()?.unwrap_or(initial_outbox));
     let (engine_stop_tx, engine_stop_rx) = watch::channel(false);

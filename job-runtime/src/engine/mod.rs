@@ -84,7 +84,7 @@ impl EngineConfig {
             commit_interval: Duration::from_millis(250),
             commit_max_outputs: 20_000,
             expire_interval: Duration::from_secs(1),
-            max_held_sales: 100_000,
+            max_held_sales: 50_000,
             max_outbox_lag: 2_000_000,
         }
     }

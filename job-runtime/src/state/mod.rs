@@ -24,8 +24,9 @@
 //!
 //! # Options
 //!
-//! Deliberately minimal: LZ4 compression for every column family (values are JSON), and one
-//! shared LRU block cache of [`BLOCK_CACHE_BYTES`]. Everything else is RocksDB's default.
+//! Deliberately minimal: LZ4 compression for every column family (values are JSON), one
+//! shared LRU block cache of [`BLOCK_CACHE_BYTES`], one memtable budget of [`MEMTABLE_BYTES`]
+//! for all families, bloom filters for point lookups. Everything else is RocksDB's default.
 
 mod cache;
 mod keys;
@@ -54,6 +55,8 @@ use crate::join::{JoinState, MissingKey, PendingSale, ProcessingTime};
 
 /// The on-disk layout this binary writes. Bump on any incompatible change of keys or values.
 pub const LAYOUT_VERSION: u32 = 1;
+/// Memtable memory of all column families together.
+pub const MEMTABLE_BYTES: usize = 64 * 1024 * 1024;
 /// The block cache shared by all column families.
 pub const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -175,6 +178,9 @@ impl RocksState {
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let mut db_opts = cf_options(&cache);
         db_opts.create_if_missing(true);
+        // One budget for the memtables of every column family (RocksDB's default is 64 MiB
+        // per family, eleven of them), so the state's memory has a fixed bound.
+        db_opts.set_db_write_buffer_size(MEMTABLE_BYTES);
         db_opts.create_missing_column_families(true);
         // A newer layout may have added column families; open them too so that the version
         // check below, not RocksDB, reports the mismatch.
