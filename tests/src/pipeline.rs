@@ -39,10 +39,12 @@ pub struct Fixture {
     dir: tempfile::TempDir,
 }
 
-async fn kinesis() -> Result<aws_sdk_kinesis::Client> {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(stack_var("KINESIS_ENDPOINT")?)
-        .region(Region::new(stack_var("AWS_REGION")?))
+/// The SDK configuration for one of the stack's endpoints, with the S3 keys (kinesis-mock
+/// accepts any).
+async fn sdk_config(endpoint_var: &str, region_var: &str) -> Result<aws_config::SdkConfig> {
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(stack_var(endpoint_var)?)
+        .region(Region::new(stack_var(region_var)?))
         .credentials_provider(Credentials::new(
             stack_var("S3_ACCESS_KEY_ID")?,
             stack_var("S3_SECRET_ACCESS_KEY")?,
@@ -51,23 +53,17 @@ async fn kinesis() -> Result<aws_sdk_kinesis::Client> {
             "tributary-stack",
         ))
         .load()
-        .await;
-    Ok(aws_sdk_kinesis::Client::new(&config))
+        .await)
+}
+
+async fn kinesis() -> Result<aws_sdk_kinesis::Client> {
+    Ok(aws_sdk_kinesis::Client::new(
+        &sdk_config("KINESIS_ENDPOINT", "AWS_REGION").await?,
+    ))
 }
 
 async fn s3() -> Result<aws_sdk_s3::Client> {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(stack_var("S3_ENDPOINT")?)
-        .region(Region::new(stack_var("S3_REGION")?))
-        .credentials_provider(Credentials::new(
-            stack_var("S3_ACCESS_KEY_ID")?,
-            stack_var("S3_SECRET_ACCESS_KEY")?,
-            None,
-            None,
-            "tributary-stack",
-        ))
-        .load()
-        .await;
+    let config = sdk_config("S3_ENDPOINT", "S3_REGION").await?;
     let conf = aws_sdk_s3::config::Builder::from(&config)
         .force_path_style(true)
         .build();

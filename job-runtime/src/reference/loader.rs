@@ -22,7 +22,6 @@ use tributary_crds::spec::ReferenceFormat;
 
 use super::{ReferenceError, ReferenceRow, Snapshot, parse_file};
 use crate::engine::Control;
-use crate::events::{Item, Promo};
 use crate::metrics::Metrics;
 use crate::output::DeadLetterRecord;
 use crate::s3uri::S3Uri;
@@ -181,6 +180,37 @@ impl Loader {
         Ok(Some(snapshot.rows().clone()))
     }
 
+    /// Scan one table and hand a changed snapshot to the engine; `false` once the engine is
+    /// gone.
+    async fn refresh<T: ReferenceRow>(
+        &self,
+        t: &Table,
+        last: &mut Option<Listing>,
+        control: &mpsc::Sender<Control>,
+        wrap: fn(BTreeMap<i64, T>) -> Control,
+    ) -> bool {
+        match self.scan::<T>(t, last).await {
+            Ok(Some(rows)) => {
+                tracing::info!(table = T::NAME, rows = rows.len(), location = %t.location, "loaded");
+                self.metrics
+                    .reference_loads
+                    .with_label_values(&[T::NAME, "loaded"])
+                    .inc();
+                control.send(wrap(rows)).await.is_ok()
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::error!(table = T::NAME, error = %e,
+                    "not reloaded; the previous snapshot stays in use");
+                self.metrics
+                    .reference_loads
+                    .with_label_values(&[T::NAME, e.outcome()])
+                    .inc();
+                true
+            }
+        }
+    }
+
     /// Run until `cancel`; the first successful load of both tables unblocks the sales.
     pub async fn run(self, control: mpsc::Sender<Control>, cancel: CancellationToken) {
         let mut last_items = None;
@@ -191,45 +221,14 @@ impl Loader {
             .min(self.promos.refresh)
             .max(Duration::from_secs(1));
         loop {
-            match self.scan::<Item>(&self.items, &mut last_items).await {
-                Ok(Some(rows)) => {
-                    tracing::info!(rows = rows.len(), location = %self.items.location, "items loaded");
-                    self.metrics
-                        .reference_loads
-                        .with_label_values(&["items", "loaded"])
-                        .inc();
-                    if control.send(Control::Items(rows)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "items not reloaded; the previous snapshot stays in use");
-                    self.metrics
-                        .reference_loads
-                        .with_label_values(&["items", e.outcome()])
-                        .inc();
-                }
-            }
-            match self.scan::<Promo>(&self.promos, &mut last_promos).await {
-                Ok(Some(rows)) => {
-                    tracing::info!(rows = rows.len(), location = %self.promos.location, "promos loaded");
-                    self.metrics
-                        .reference_loads
-                        .with_label_values(&["promos", "loaded"])
-                        .inc();
-                    if control.send(Control::Promos(rows)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "promos not reloaded; the previous snapshot stays in use");
-                    self.metrics
-                        .reference_loads
-                        .with_label_values(&["promos", e.outcome()])
-                        .inc();
-                }
+            if !self
+                .refresh(&self.items, &mut last_items, &control, Control::Items)
+                .await
+                || !self
+                    .refresh(&self.promos, &mut last_promos, &control, Control::Promos)
+                    .await
+            {
+                return;
             }
             // Until both loaded once, retry sooner.
             let wait = if last_items.is_none() || last_promos.is_none() {

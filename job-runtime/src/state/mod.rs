@@ -412,6 +412,26 @@ impl RocksState {
         Ok(Some(versions))
     }
 
+    /// A reference row by id: from the cache unless the overlay holds a write for it.
+    fn cached_row<T: Clone>(
+        &self,
+        cf: Cf,
+        cache: &RefCell<cache::RowCache<T>>,
+        id: i64,
+        decode: impl Fn(&[u8]) -> Result<T, StateError>,
+    ) -> Result<Option<T>, StateError> {
+        let key = keys::int(id);
+        let pending = self.overlay[cf as usize].contains_key(&key);
+        if !pending && let Some(row) = cache.borrow().get(id) {
+            return Ok(row);
+        }
+        let row = self.get(cf, &key)?.map(|v| decode(&v)).transpose()?;
+        if !pending {
+            cache.borrow_mut().insert(id, row.clone());
+        }
+        Ok(row)
+    }
+
     fn cf(&self, cf: Cf) -> Result<&ColumnFamily, StateError> {
         self.db
             .cf_handle(cf.name())
@@ -711,19 +731,7 @@ impl JoinState for RocksState {
         self.put(Cf::Items, keys::int(item.item_id), value)
     }
     fn item(&self, id: ItemId) -> Result<Option<Item>, StateError> {
-        let key = keys::int(id);
-        let pending = self.overlay[Cf::Items as usize].contains_key(&key);
-        if !pending && let Some(row) = self.items.borrow().get(id) {
-            return Ok(row);
-        }
-        let row = self
-            .get(Cf::Items, &key)?
-            .map(|v| values::item(&v))
-            .transpose()?;
-        if !pending {
-            self.items.borrow_mut().insert(id, row.clone());
-        }
-        Ok(row)
+        self.cached_row(Cf::Items, &self.items, id, values::item)
     }
     fn put_promo(&mut self, promo: Promo) -> Result<(), StateError> {
         self.promos.get_mut().invalidate(promo.promo_id);
@@ -731,19 +739,7 @@ impl JoinState for RocksState {
         self.put(Cf::Promos, keys::int(promo.promo_id), value)
     }
     fn promo(&self, id: PromoId) -> Result<Option<Promo>, StateError> {
-        let key = keys::int(id);
-        let pending = self.overlay[Cf::Promos as usize].contains_key(&key);
-        if !pending && let Some(row) = self.promos.borrow().get(id) {
-            return Ok(row);
-        }
-        let row = self
-            .get(Cf::Promos, &key)?
-            .map(|v| values::promo(&v))
-            .transpose()?;
-        if !pending {
-            self.promos.borrow_mut().insert(id, row.clone());
-        }
-        Ok(row)
+        self.cached_row(Cf::Promos, &self.promos, id, values::promo)
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {

@@ -7,6 +7,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use clap::Args;
+use tributary_runtime::s3uri::S3Uri;
 
 use crate::files::ReferenceFiles;
 
@@ -25,37 +26,6 @@ pub struct S3Args {
     pub s3_access_key_id: Option<String>,
     #[arg(long, env = "S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct S3Uri {
-    pub bucket: String,
-    /// Without leading or trailing `/`; may be empty.
-    pub prefix: String,
-}
-
-impl S3Uri {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{s:?} does not start with s3://"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(format!("{s:?} has no bucket"));
-        }
-        Ok(Self {
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        })
-    }
-
-    pub fn key(&self, rel: &str) -> String {
-        if self.prefix.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{}/{rel}", self.prefix)
-        }
-    }
 }
 
 async fn client(args: &S3Args) -> Client {
@@ -160,20 +130,4 @@ pub async fn upload(args: &S3Args, uri: &S3Uri, files: &ReferenceFiles) -> Resul
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn s3_uris() {
-        let u = S3Uri::parse("s3://b/a/b/").unwrap();
-        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("b", "a/b"));
-        assert_eq!(u.key("items/items.csv"), "a/b/items/items.csv");
-        let u = S3Uri::parse("s3://b").unwrap();
-        assert_eq!(u.key("items/items.csv"), "items/items.csv");
-        assert!(S3Uri::parse("b/x").is_err());
-        assert!(S3Uri::parse("s3:///x").is_err());
-    }
 }
