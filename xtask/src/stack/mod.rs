@@ -40,7 +40,13 @@ impl Ctx {
             None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
                 .join(".cache/tributary"),
         };
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        // `cargo run` sets CARGO_MANIFEST_DIR at run time too. Prefer it to the compile-time
+        // value: the target folder is shared between clones (CI builds a fresh clone elsewhere),
+        // and a binary built in another clone must still act on the clone that runs it.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        let repo = manifest_dir
             .parent()
             .context("xtask has no parent folder")?
             .to_path_buf();

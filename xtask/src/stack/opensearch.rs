@@ -1,18 +1,27 @@
-//! OpenSearch: one node on 127.0.0.1:9200, fetched from Maven Central with `mvn`.
+//! OpenSearch: one node on 127.0.0.1:9200, fetched from Maven Central with `mvn`; also the
+//! installer of the secure node's own OpenSearch (`opensearch_secure.rs`), made the same way from
+//! its own pom.
 //!
 //! Maven Central carries the integ-test distribution of OpenSearch (server, launcher scripts and
 //! the transport-netty4 module; no bundled JDK, no other module). Everything else a full
 //! distribution would hold comes from what Central publishes next to it, as pinned in
-//! `xtask/maven/opensearch/pom.xml`:
+//! `xtask/maven/<component>/pom.xml` (and checked against `checksums` beside it):
 //! - the modules mapper-extras (`scaled_float`), lang-painless, analysis-common and reindex:
 //!   Central has their jars (and their dependencies), not their module folders, so the install
 //!   lays out `modules/<name>/` itself: the jars, a `plugin-descriptor.properties` and the module's
 //!   security policy where it has one; the same shape as transport-netty4, whose module folder is
 //!   its `-client` jar plus a descriptor;
-//! - the plugin opensearch-security, installed with `opensearch-plugin` and disabled
-//!   (`plugins.security.disabled=true`). Central has it only for 2.19.3.0 and 2.19.4.0, so its
-//!   descriptor is rewritten from `opensearch.version=2.19.4` to the range `~2.19.4`
-//!   (2.19.4 <= v < 2.20.0), which OpenSearch 2.x descriptors support.
+//! - the plugin opensearch-security, installed with `opensearch-plugin`.
+//!
+//! This node runs 2.19.6, the newest 2.19 patch on Central, with security disabled
+//! (`plugins.security.disabled=true`). Central has opensearch-security only for 2.19.3.0 and
+//! 2.19.4.0, so here its descriptor is rewritten from `opensearch.version=2.19.4` to the range
+//! `~2.19.4` (2.19.4 <= v < 2.20.0), which OpenSearch 2.x descriptors support. That is enough for
+//! a disabled plugin, not for a working one: 2.19.4.0's field-level security calls
+//! `XContentMapValues.filter(String[], String[])`, which 2.19.6 replaced by a form with a third
+//! (boolean) argument, so the first search under an FLS role would kill the node with
+//! `NoSuchMethodError`. The secure node therefore runs a core of its plugin's own version (2.19.4,
+//! plugin unmodified; see `opensearch_secure.rs`).
 //!
 //! Not on Central, so not installed: index-management (ISM). The job scheduler (Central has
 //! 2.19.0.0 and 2.19.4.0 zips) is left out with ISM, its only user here.
@@ -32,13 +41,33 @@ use anyhow::{Context, Result, bail};
 
 use super::{Component, Ctx, installed, progress, require_tool, run_checked};
 
-/// The newest 2.19 patch on Maven Central (2.x is the line that runs on Java 17).
-pub(super) const VERSION: &str = "2.19.6";
-/// The newest 2.19 opensearch-security on Maven Central.
-const SECURITY_VERSION: &str = "2.19.4.0";
-const SECURITY_RANGE: &str = "~2.19.4";
-/// Bump when `install` lays the folder out differently, so existing installs are redone.
-const INSTALL_LAYOUT: u32 = 2;
+/// One OpenSearch install: a core version, the modules laid out for it and opensearch-security.
+/// `install` makes it from `xtask/maven/<name>/` (pom.xml and checksums) into
+/// `$TRIBUTARY_HOME/<name>/<version>/`.
+pub(super) struct Dist {
+    /// The component (and process) that runs it; names its Maven folder and install folder.
+    pub name: &'static str,
+    /// The OpenSearch core (the integ-test distribution and the module jars).
+    pub version: &'static str,
+    /// The opensearch-security plugin zip.
+    pub security_version: &'static str,
+    /// `Some(range)`: the plugin was built for another core, and its descriptor is rewritten to
+    /// accept `range`. `None`: the plugin must have been built for `version` exactly.
+    pub security_range: Option<&'static str>,
+    /// Bump when `install` lays the folder out differently, so existing installs are redone.
+    pub layout: u32,
+}
+
+/// The node on 9200: the newest 2.19 patch on Maven Central (2.x is the line that runs on Java
+/// 17), with the newest 2.19 opensearch-security (disabled) widened to accept it.
+const PLAIN: Dist = Dist {
+    name: "opensearch",
+    version: "2.19.6",
+    security_version: "2.19.4.0",
+    security_range: Some("~2.19.4"),
+    layout: 2,
+};
+const VERSION: &str = PLAIN.version;
 const HOST: &str = "127.0.0.1";
 const HTTP_PORT: u16 = 9200;
 
@@ -59,8 +88,7 @@ struct Module {
     policy: Option<&'static str>,
 }
 
-fn modules() -> Vec<Module> {
-    let v = VERSION;
+fn modules(v: &str) -> Vec<Module> {
     vec![
         Module {
             name: "mapper-extras",
@@ -133,31 +161,33 @@ const SECURITY_PLUGIN: &str = "opensearch-security";
 
 /// What `OPENSEARCH_PLUGINS` lists: the modules and plugins added to the bare distribution.
 fn added() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = modules().iter().map(|m| m.name).collect();
+    let mut names: Vec<&'static str> = modules(VERSION).iter().map(|m| m.name).collect();
     names.push(SECURITY_PLUGIN);
     names
 }
 
 pub struct OpenSearch;
 
-pub(super) fn install_dir(ctx: &Ctx) -> PathBuf {
-    ctx.home.join("opensearch").join(VERSION)
+pub(super) fn install_dir(ctx: &Ctx, dist: &Dist) -> PathBuf {
+    ctx.home.join(dist.name).join(dist.version)
 }
 
-fn marker_path(ctx: &Ctx) -> PathBuf {
-    install_dir(ctx).join(".tributary-installed")
+fn marker_path(ctx: &Ctx, dist: &Dist) -> PathBuf {
+    install_dir(ctx, dist).join(".tributary-installed")
 }
 
 /// The marker's content: a change to what is installed makes `install` redo it.
-fn marker_content() -> String {
+fn marker_content(dist: &Dist) -> String {
     format!(
-        "opensearch {VERSION}\nmodules {}\nplugins {SECURITY_PLUGIN}-{SECURITY_VERSION}\n\
-         layout {INSTALL_LAYOUT}\n",
-        modules()
+        "opensearch {}\nmodules {}\nplugins {SECURITY_PLUGIN}-{}\nlayout {}\n",
+        dist.version,
+        modules(dist.version)
             .iter()
             .map(|m| m.name)
             .collect::<Vec<_>>()
-            .join(",")
+            .join(","),
+        dist.security_version,
+        dist.layout
     )
 }
 
@@ -171,102 +201,7 @@ impl Component for OpenSearch {
     }
 
     fn install(&self, ctx: &Ctx) -> Result<()> {
-        let marker = marker_path(ctx);
-        if installed(&marker) && std::fs::read_to_string(&marker)? == marker_content() {
-            return Ok(());
-        }
-        if ctx.is_running("opensearch") {
-            bail!(
-                "the running OpenSearch is not the pinned install ({}); \
-                 stop it first: cargo xtask stack down",
-                marker.display()
-            );
-        }
-        require_tool("mvn", "apt-get install -y maven")?;
-        require_tool("unzip", "apt-get install -y unzip")?;
-        let java_home = java_home()?;
-
-        let downloads = ctx.home.join("opensearch/downloads").join(VERSION);
-        progress(&format!(
-            "fetching OpenSearch {VERSION} and its modules with mvn (cache ~/.m2)"
-        ));
-        let pom = ctx.repo.join("xtask/maven/opensearch/pom.xml");
-        run_checked(
-            Command::new("mvn")
-                .args(["-q", "-B", "-C", "-Dstyle.color=never", "-f"])
-                .arg(&pom)
-                .args(["dependency:copy-dependencies", "-DexcludeTransitive=true"])
-                .arg(format!("-DoutputDirectory={}", downloads.display())),
-        )?;
-        let checksums = ctx.repo.join("xtask/maven/opensearch/checksums");
-        let verified = verify_checksums(&checksums, &downloads)?;
-
-        // Unpack into a scratch folder and move it into place at the end, so an interrupted
-        // install never leaves a half-made node behind the version's folder name.
-        let dest = install_dir(ctx);
-        let scratch = ctx
-            .home
-            .join("opensearch")
-            .join(format!("{VERSION}.partial"));
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch)?;
-        let zip = downloads.join(format!("opensearch-{VERSION}.zip"));
-        run_checked(
-            Command::new("unzip")
-                .arg("-q")
-                .arg(&zip)
-                .arg("-d")
-                .arg(&scratch),
-        )?;
-        let home = scratch.join(format!("opensearch-{VERSION}"));
-
-        for m in modules() {
-            let dir = home.join("modules").join(m.name);
-            std::fs::create_dir_all(&dir)?;
-            for jar in &m.jars {
-                if !verified.iter().any(|v| v == jar) {
-                    bail!("{jar} has no checksum in {}", checksums.display());
-                }
-                std::fs::copy(downloads.join(jar), dir.join(jar))
-                    .with_context(|| format!("copying {jar}"))?;
-            }
-            std::fs::write(
-                dir.join("plugin-descriptor.properties"),
-                descriptor(&m, &format!("opensearch.version={VERSION}")),
-            )?;
-            if let Some(policy) = m.policy {
-                std::fs::write(dir.join("plugin-security.policy"), policy)?;
-            }
-        }
-
-        install_security(&home, &scratch, &downloads, &java_home)?;
-
-        // jvm.options logs GC to `logs/gc.log`, relative to the install folder the launcher runs
-        // from; `start` sends it to the data folder instead.
-        let jvm_options = home.join("config/jvm.options");
-        let options: String = std::fs::read_to_string(&jvm_options)?
-            .lines()
-            .map(|l| {
-                if l.contains("-Xlog:") && l.contains("file=logs/gc.log") {
-                    format!("# {l} (moved to OPENSEARCH_JAVA_OPTS by cargo xtask stack up)\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        std::fs::write(&jvm_options, options)?;
-
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&home, &dest)
-            .with_context(|| format!("moving {} to {}", home.display(), dest.display()))?;
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::write(marker_path(ctx), marker_content())?;
-        progress(&format!(
-            "OpenSearch {VERSION} installed in {} with {}",
-            dest.display(),
-            added().join(", ")
-        ));
-        Ok(())
+        install(ctx, &PLAIN)
     }
 
     fn start(&self, ctx: &Ctx) -> Result<()> {
@@ -280,7 +215,7 @@ impl Component for OpenSearch {
                 std::fs::create_dir_all(data.join(d))?;
             }
             let java_home = java_home()?;
-            let bin = install_dir(ctx).join("bin/opensearch");
+            let bin = install_dir(ctx, &PLAIN).join("bin/opensearch");
             let mut cmd = if running_as_root() {
                 require_tool("unshare", "apt-get install -y util-linux")?;
                 let mut c = Command::new("unshare");
@@ -348,59 +283,186 @@ impl Component for OpenSearch {
     }
 }
 
-fn descriptor(m: &Module, version_line: &str) -> String {
-    format!(
-        "# Written by `cargo xtask stack up` (xtask/src/stack/opensearch.rs).\n\
-         description={}\nversion={VERSION}\nname={}\nclassname={}\njava.version=11\n\
-         {version_line}\ncustom.foldername=\nextended.plugins={}\nhas.native.controller=false\n",
-        m.description, m.name, m.classname, m.extended
-    )
-}
+/// Install `dist` (a no-op when its marker says it is there): fetch what its pom pins with `mvn`,
+/// verify every file against its `checksums`, unpack the distribution, lay out the modules and
+/// install opensearch-security with the distribution's own installer.
+pub(super) fn install(ctx: &Ctx, dist: &Dist) -> Result<()> {
+    let version = dist.version;
+    let marker = marker_path(ctx, dist);
+    if installed(&marker) && std::fs::read_to_string(&marker)? == marker_content(dist) {
+        return Ok(());
+    }
+    if ctx.is_running(dist.name) {
+        bail!(
+            "the running {} is not the pinned install ({}); stop it first: cargo xtask stack down",
+            dist.name,
+            marker.display()
+        );
+    }
+    require_tool("mvn", "apt-get install -y maven")?;
+    require_tool("unzip", "apt-get install -y unzip")?;
+    let java_home = java_home()?;
 
-/// Install opensearch-security with the distribution's own installer, after widening the
-/// OpenSearch version its descriptor accepts (see the module docs).
-fn install_security(home: &Path, scratch: &Path, downloads: &Path, java_home: &Path) -> Result<()> {
-    let zip = downloads.join(format!("{SECURITY_PLUGIN}-{SECURITY_VERSION}.zip"));
-    let staging = scratch.join("security-zip");
-    std::fs::create_dir_all(&staging)?;
+    let base = ctx.home.join(dist.name);
+    let downloads = base.join("downloads").join(version);
+    progress(&format!(
+        "fetching OpenSearch {version} and its modules for {} with mvn (cache ~/.m2)",
+        dist.name
+    ));
+    let maven = ctx.repo.join("xtask/maven").join(dist.name);
+    run_checked(
+        Command::new("mvn")
+            .args(["-q", "-B", "-C", "-Dstyle.color=never", "-f"])
+            .arg(maven.join("pom.xml"))
+            .args(["dependency:copy-dependencies", "-DexcludeTransitive=true"])
+            .arg(format!("-DoutputDirectory={}", downloads.display())),
+    )?;
+    let checksums = maven.join("checksums");
+    let verified = verify_checksums(&checksums, &downloads)?;
+    let checked = |file: &str| -> Result<PathBuf> {
+        if !verified.iter().any(|v| v == file) {
+            bail!("{file} has no checksum in {}", checksums.display());
+        }
+        Ok(downloads.join(file))
+    };
+
+    // Unpack into a scratch folder and move it into place at the end, so an interrupted
+    // install never leaves a half-made node behind the version's folder name.
+    let dest = install_dir(ctx, dist);
+    let scratch = base.join(format!("{version}.partial"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
     run_checked(
         Command::new("unzip")
             .arg("-q")
-            .arg(&zip)
+            .arg(checked(&format!("opensearch-{version}.zip"))?)
             .arg("-d")
-            .arg(&staging),
+            .arg(&scratch),
     )?;
-    let desc_path = staging.join("plugin-descriptor.properties");
-    let desc = std::fs::read_to_string(&desc_path)?;
-    let pinned = format!("opensearch.version={}", version_of(SECURITY_VERSION));
-    if !desc.lines().any(|l| l.trim() == pinned) {
-        bail!("{} does not say {pinned}", zip.display());
+    let home = scratch.join(format!("opensearch-{version}"));
+
+    for m in modules(version) {
+        let dir = home.join("modules").join(m.name);
+        std::fs::create_dir_all(&dir)?;
+        for jar in &m.jars {
+            std::fs::copy(checked(jar)?, dir.join(jar))
+                .with_context(|| format!("copying {jar}"))?;
+        }
+        std::fs::write(
+            dir.join("plugin-descriptor.properties"),
+            descriptor(&m, version),
+        )?;
+        if let Some(policy) = m.policy {
+            std::fs::write(dir.join("plugin-security.policy"), policy)?;
+        }
     }
-    let desc: String = desc
+
+    let zip = checked(&format!("{SECURITY_PLUGIN}-{}.zip", dist.security_version))?;
+    install_security(dist, &zip, &home, &scratch, &java_home)?;
+
+    // jvm.options logs GC to `logs/gc.log`, relative to the install folder the launcher runs
+    // from; `start` sends it to the data folder instead.
+    let jvm_options = home.join("config/jvm.options");
+    let options: String = std::fs::read_to_string(&jvm_options)?
         .lines()
         .map(|l| {
-            if l.trim() == pinned {
-                format!("dependencies={{\"opensearch\": \"{SECURITY_RANGE}\"}}\n")
+            if l.contains("-Xlog:") && l.contains("file=logs/gc.log") {
+                format!("# {l} (moved to OPENSEARCH_JAVA_OPTS by cargo xtask stack up)\n")
             } else {
                 format!("{l}\n")
             }
         })
         .collect();
-    std::fs::write(&desc_path, desc)?;
-    let patched = scratch.join(format!("{SECURITY_PLUGIN}-{SECURITY_VERSION}.zip"));
-    run_checked(
-        Command::new(java_home.join("bin/jar"))
-            .args(["--create", "--no-manifest", "--file"])
-            .arg(&patched)
-            .arg("-C")
-            .arg(&staging)
-            .arg("."),
-    )?;
+    std::fs::write(&jvm_options, options)?;
+
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&home, &dest)
+        .with_context(|| format!("moving {} to {}", home.display(), dest.display()))?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::write(marker_path(ctx, dist), marker_content(dist))?;
+    let mut added: Vec<&str> = modules(version).iter().map(|m| m.name).collect();
+    added.push(SECURITY_PLUGIN);
     progress(&format!(
-        "installing plugin {SECURITY_PLUGIN} {SECURITY_VERSION}"
+        "OpenSearch {version} installed in {} with {}",
+        dest.display(),
+        added.join(", ")
+    ));
+    Ok(())
+}
+
+fn descriptor(m: &Module, version: &str) -> String {
+    format!(
+        "# Written by `cargo xtask stack up` (xtask/src/stack/opensearch.rs).\n\
+         description={}\nversion={version}\nname={}\nclassname={}\njava.version=11\n\
+         opensearch.version={version}\ncustom.foldername=\nextended.plugins={}\n\
+         has.native.controller=false\n",
+        m.description, m.name, m.classname, m.extended
+    )
+}
+
+/// Install opensearch-security with the distribution's own installer: as published when it was
+/// built for `dist.version`, else after widening the OpenSearch version its descriptor accepts to
+/// `dist.security_range` (see the module docs).
+fn install_security(
+    dist: &Dist,
+    zip: &Path,
+    home: &Path,
+    scratch: &Path,
+    java_home: &Path,
+) -> Result<()> {
+    let staging = scratch.join("security-zip");
+    std::fs::create_dir_all(&staging)?;
+    run_checked(
+        Command::new("unzip")
+            .arg("-q")
+            .arg(zip)
+            .arg("-d")
+            .arg(&staging),
+    )?;
+    let desc_path = staging.join("plugin-descriptor.properties");
+    let desc = std::fs::read_to_string(&desc_path)?;
+    let pinned = format!("opensearch.version={}", version_of(dist.security_version));
+    if !desc.lines().any(|l| l.trim() == pinned) {
+        bail!("{} does not say {pinned}", zip.display());
+    }
+    let to_install = match dist.security_range {
+        None if version_of(dist.security_version) == dist.version => zip.to_path_buf(),
+        None => bail!(
+            "{SECURITY_PLUGIN} {} is built for OpenSearch {}, not {}",
+            dist.security_version,
+            version_of(dist.security_version),
+            dist.version
+        ),
+        Some(range) => {
+            let desc: String = desc
+                .lines()
+                .map(|l| {
+                    if l.trim() == pinned {
+                        format!("dependencies={{\"opensearch\": \"{range}\"}}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(&desc_path, desc)?;
+            let patched = scratch.join(format!("{SECURITY_PLUGIN}-{}.zip", dist.security_version));
+            run_checked(
+                Command::new(java_home.join("bin/jar"))
+                    .args(["--create", "--no-manifest", "--file"])
+                    .arg(&patched)
+                    .arg("-C")
+                    .arg(&staging)
+                    .arg("."),
+            )?;
+            patched
+        }
+    };
+    progress(&format!(
+        "installing plugin {SECURITY_PLUGIN} {} on OpenSearch {}",
+        dist.security_version, dist.version
     ));
     let mut url = "file://".to_string();
-    url.push_str(&patched.display().to_string());
+    url.push_str(&to_install.display().to_string());
     run_checked(
         Command::new(home.join("bin/opensearch-plugin"))
             .args(["install", "--batch", "--silent", &url])

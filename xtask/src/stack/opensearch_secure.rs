@@ -1,8 +1,17 @@
 //! A second OpenSearch node with the security plugin ON, for the tests of roles and field-level
 //! security: https://127.0.0.1:9201, its own cluster, data folder and configuration folder.
 //!
-//! It runs the install of `opensearch.rs` (same binaries, opensearch-security 2.19.4.0 with the
-//! widened descriptor) with `OPENSEARCH_PATH_CONF` pointing at a copy of the install's `config/`
+//! It runs an install of its own, made by `opensearch.rs`'s installer from
+//! `xtask/maven/opensearch-secure/` (pom.xml and checksums) into
+//! `$TRIBUTARY_HOME/opensearch-secure/`: OpenSearch 2.19.4 (the integ-test distribution and the
+//! module jars of that version, all on Maven Central) with opensearch-security 2.19.4.0 exactly
+//! as published, whose descriptor asks for OpenSearch 2.19.4. The plugin calls into core
+//! internals (field-level security filters `_source` with `XContentMapValues`), so it runs only on
+//! the core it was built for: on the first node's 2.19.6 the first search under a role with
+//! field-level security killed the node with `NoSuchMethodError`. 2.19.4.0 is the newest
+//! opensearch-security 2.x on Central; the first node keeps 2.19.6 (security disabled).
+//!
+//! The node runs with `OPENSEARCH_PATH_CONF` pointing at a copy of the install's `config/`
 //! where `stack up` adds:
 //! - TLS for transport and HTTP, as the plugin requires: a CA and a node certificate made with
 //!   rcgen (PKCS#8 keys; the node certificate serves and authenticates the transport, so it has
@@ -13,7 +22,11 @@
 //! - `plugins.security.allow_default_init_securityindex: true`, so the node writes its security
 //!   index from those files on first start (no securityadmin run).
 //!
-//! `stack.env` gets the URL, the admin user and password and the CA's path.
+//! The configuration folder records what it was made for (see [`configured_for`]): another install
+//! makes `stack up` redo it and empty the node's data (OpenSearch refuses to open data a newer
+//! version wrote; the security index is rewritten from the files on the next start).
+//!
+//! `stack.env` gets the URL, the admin user and password, the CA's path and the node's version.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,8 +38,20 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::opensearch::{install_dir, java_home, running_as_root};
+use super::opensearch::{Dist, install, install_dir, java_home, running_as_root};
 use super::{Component, Ctx, progress, require_tool};
+
+/// OpenSearch 2.19.4 with opensearch-security 2.19.4.0 unmodified: the newest security plugin of
+/// the 2.x line (Java 17) on Maven Central, on the core version it was built for.
+const DIST: Dist = Dist {
+    name: NAME,
+    version: "2.19.4",
+    security_version: "2.19.4.0",
+    security_range: None,
+    layout: 1,
+};
+/// Bump when `prepare` writes the configuration differently, so existing ones are redone.
+const CONFIG_LAYOUT: u32 = 1;
 
 const HOST: &str = "127.0.0.1";
 const HTTP_PORT: u16 = 9201;
@@ -123,7 +148,7 @@ fn write_certs(conf: &Path) -> Result<()> {
 /// The bcrypt hash of `password`, by the plugin's own tool.
 fn hash(ctx: &Ctx, password: &str) -> Result<String> {
     let java = java_home()?;
-    let tool = install_dir(ctx).join("plugins/opensearch-security/tools/hash.sh");
+    let tool = install_dir(ctx, &DIST).join("plugins/opensearch-security/tools/hash.sh");
     let out = Command::new("bash")
         .arg(&tool)
         .args(["-p", password])
@@ -162,12 +187,38 @@ plugins.security.check_snapshot_restore_write_privileges: true
 plugins.security.audit.type: noop
 ";
 
+/// What the configuration folder's marker says: the install and configuration it was made for.
+fn configured_for() -> String {
+    format!(
+        "opensearch {} security {} layout {} config {CONFIG_LAYOUT}\n",
+        DIST.version, DIST.security_version, DIST.layout
+    )
+}
+
+fn configured_marker(ctx: &Ctx) -> Result<PathBuf> {
+    Ok(conf_dir(ctx)?.join(".tributary-configured"))
+}
+
+fn is_configured(ctx: &Ctx) -> Result<bool> {
+    Ok(std::fs::read_to_string(configured_marker(ctx)?).is_ok_and(|m| m == configured_for()))
+}
+
 /// The configuration folder: the install's, plus TLS, the admin user and the settings above.
+/// Made anew, with empty node data, when it was made for another install.
 fn prepare(ctx: &Ctx) -> Result<PathBuf> {
     let conf = conf_dir(ctx)?;
-    if !conf.join(".tributary-configured").is_file() {
+    if !is_configured(ctx)? {
+        let data = ctx.data_dir(NAME)?.join("data");
+        if data.exists() {
+            progress(&format!(
+                "{NAME}: configuration made for another install; emptying {}",
+                data.display()
+            ));
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing {}", data.display()))?;
+        }
         let _ = std::fs::remove_dir_all(&conf);
-        copy_dir(&install_dir(ctx).join("config"), &conf)?;
+        copy_dir(&install_dir(ctx, &DIST).join("config"), &conf)?;
         write_certs(&conf)?;
         let pw = new_password()?;
         let users = format!(
@@ -181,7 +232,7 @@ fn prepare(ctx: &Ctx) -> Result<PathBuf> {
         yml.push_str(&format!("plugins.security.nodes_dn: [\"CN={NODE_CN}\"]\n"));
         std::fs::write(conf.join("opensearch.yml"), yml)?;
         std::fs::write(ctx.data_dir(NAME)?.join("admin-password"), &pw)?;
-        std::fs::write(conf.join(".tributary-configured"), "")?;
+        std::fs::write(configured_marker(ctx)?, configured_for())?;
     }
     Ok(conf)
 }
@@ -191,17 +242,17 @@ impl Component for OpenSearchSecure {
         NAME
     }
 
-    /// Nothing of its own to install: the first node's install has the plugin.
     fn install(&self, ctx: &Ctx) -> Result<()> {
-        if !install_dir(ctx)
-            .join("plugins/opensearch-security")
-            .is_dir()
-        {
+        require_tool("curl", "apt-get install -y curl")?;
+        install(ctx, &DIST)?;
+        if ctx.is_running(NAME) && !is_configured(ctx)? {
             bail!(
-                "OpenSearch with opensearch-security is not installed; the opensearch component installs it"
+                "the running {NAME} was configured for another install ({}); \
+                 stop it first: cargo xtask stack down",
+                configured_marker(ctx)?.display()
             );
         }
-        require_tool("curl", "apt-get install -y curl")
+        Ok(())
     }
 
     fn start(&self, ctx: &Ctx) -> Result<()> {
@@ -216,7 +267,7 @@ impl Component for OpenSearchSecure {
                 std::fs::create_dir_all(data.join(d))?;
             }
             let java = java_home()?;
-            let bin = install_dir(ctx).join("bin/opensearch");
+            let bin = install_dir(ctx, &DIST).join("bin/opensearch");
             let mut cmd = if running_as_root() {
                 let mut c = Command::new("unshare");
                 c.args(["--user", "--map-user=1000", "--map-group=1000", "--"])
@@ -280,6 +331,7 @@ impl Component for OpenSearchSecure {
         let conf = conf_dir(ctx).unwrap_or_default();
         vec![
             ("OPENSEARCH_SECURE_URL", url()),
+            ("OPENSEARCH_SECURE_VERSION", DIST.version.to_string()),
             ("OPENSEARCH_SECURE_ADMIN_USER", ADMIN.to_string()),
             (
                 "OPENSEARCH_SECURE_ADMIN_PASSWORD",
