@@ -11,6 +11,9 @@
 //! CPU time is the whole process's (`/proc/self/stat`: the engine thread and RocksDB's
 //! background flush and compaction threads), so "per core" charges RocksDB's work too.
 
+#[global_allocator]
+static ALLOCATOR: tributary_runtime::Allocator = tributary_runtime::Allocator;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

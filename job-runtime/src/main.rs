@@ -1,6 +1,9 @@
 //! The job runtime binary: reads the configuration the operator renders, then runs the job
 //! (see [`tributary_runtime::app`]) until SIGTERM.
 
+#[global_allocator]
+static ALLOCATOR: tributary_runtime::Allocator = tributary_runtime::Allocator;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

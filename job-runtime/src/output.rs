@@ -87,9 +87,14 @@ fn get_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The UTC day of an event time.
 pub fn day_of(t: EventTime) -> String {
-    t.to_datetime()
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_else(|| "invalid-date".into())
+    use chrono::Datelike;
+    match t.to_datetime() {
+        Some(d) if (0..=9999).contains(&d.year()) => {
+            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        }
+        Some(d) => d.format("%Y-%m-%d").to_string(),
+        None => "invalid-date".into(),
+    }
 }
 
 impl Document {
@@ -140,6 +145,20 @@ impl DeadLetterRecord {
 }
 
 impl OutputRecord {
+    /// The outbox entry of an enriched sale: what `OutputRecord::Document(Document::from_sale(
+    /// ..)).encode()` gives, written in one buffer (the document is the bulk of the bytes, and
+    /// this runs once per sale).
+    pub fn encode_sale(doc: &EnrichedSale, ids: &DocumentIdTemplate) -> Result<Vec<u8>, OutputError> {
+        let id = doc.document_id(ids);
+        let day = day_of(doc.sale.sale_datetime);
+        let mut out = Vec::with_capacity(2048);
+        out.push(TAG_DOCUMENT);
+        put_bytes(&mut out, id.as_bytes());
+        put_bytes(&mut out, day.as_bytes());
+        doc.write_json(&mut out)?;
+        Ok(out)
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>, OutputError> {
         match self {
             Self::Document(d) => {
@@ -197,6 +216,21 @@ mod tests {
         assert!(OutputRecord::decode(b"").is_err());
         assert!(OutputRecord::decode(b"D\0\0\0\x09ab").is_err());
         assert!(OutputRecord::decode(b"X").is_err());
+    }
+
+    #[test]
+    fn a_sale_encodes_as_its_document() {
+        let doc = crate::events::json_out::tests::sample_document();
+        let ids = DocumentIdTemplate::parse("{order_id}:{item_id}").unwrap();
+        let direct = OutputRecord::encode_sale(&doc, &ids).unwrap();
+        let via = OutputRecord::Document(Document::from_sale(&doc, &ids).unwrap())
+            .encode()
+            .unwrap();
+        assert_eq!(direct, via);
+        let OutputRecord::Document(d) = OutputRecord::decode(&direct).unwrap() else {
+            panic!("not a document")
+        };
+        assert_eq!(d.json, serde_json::to_vec(&doc).unwrap());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use tributary_crds::document_id::DocumentIdTemplate;
 use crate::events::{Item, Promo, decode_address, decode_customer, decode_sale};
 use crate::join::{JoinOutput, JoinRules, JoinStats, Joiner, ProcessingTime};
 use crate::metrics::Metrics;
-use crate::output::{DeadLetterRecord, Document, OutputError, OutputRecord};
+use crate::output::{DeadLetterRecord, OutputError, OutputRecord};
 use crate::source::{Position, ShardBatch, SourceRecord, StreamRole};
 use crate::state::{RocksState, StateError};
 use barrier::{Barrier, ShardKey};
@@ -405,7 +405,9 @@ impl Core {
                     if !doc.join_flags.is_empty() {
                         self.metrics.documents_flagged.inc();
                     }
-                    OutputRecord::Document(Document::from_sale(&doc, &self.cfg.document_ids)?)
+                    let encoded = OutputRecord::encode_sale(&doc, &self.cfg.document_ids)?;
+                    self.joiner.state_mut().push_output(encoded);
+                    continue;
                 }
                 JoinOutput::DeadLetter(dl) => {
                     self.metrics

@@ -57,8 +57,16 @@ impl EnrichedSale {
         template.render(|field| self.sale.field(field))
     }
 
-    /// The document as JSON bytes (what both sinks write).
+    /// The document as JSON bytes (what both sinks write): the bytes `serde_json::to_vec`
+    /// would give, from the hand-written writer of [`super::json_out`].
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
+        let mut out = Vec::with_capacity(2048);
+        self.write_json(&mut out)?;
+        Ok(out)
+    }
+
+    /// Append the document's JSON to `out` (see [`EnrichedSale::to_json`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        super::json_out::write_document(out, self)
     }
 }

@@ -1,13 +1,20 @@
 //! Field-by-field access to one JSON record.
 //!
-//! The record is parsed once into `field name -> raw JSON text`; each typed accessor then reads
-//! one field and fails with the precise [`DecodeError`] (which field, which reason). Doing it by
-//! hand rather than with `#[derive(Deserialize)]` keeps the error reasons exact (no matching on
+//! The record is parsed once into `(field name, raw JSON text)` pairs, both borrowed from the
+//! record (a key is copied only when it has escapes); each typed accessor then reads one field
+//! and fails with the precise [`DecodeError`] (which field, which reason). Doing it by hand
+//! rather than with `#[derive(Deserialize)]` keeps the error reasons exact (no matching on
 //! serde's messages) and lets money see a number's digits before any float conversion.
+//!
+//! Speed matters here (every record of every stream passes through it): no map is built (a
+//! record has a few dozen fields, a linear scan is cheaper than hashing or a tree), and strings
+//! without escapes are borrowed, not copied. A repeated key keeps its last value, as a map would.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::fmt;
 
 use rust_decimal::Decimal;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{DecodeError, EventTime, MAX_RECORD_BYTES, money};
@@ -16,17 +23,74 @@ use super::{DecodeError, EventTime, MAX_RECORD_BYTES, money};
 pub(crate) const RECORD: &str = "<record>";
 
 pub(crate) struct Fields<'a> {
-    map: BTreeMap<String, &'a RawValue>,
+    pairs: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
 /// One JSON value, classified by its first byte (the text is valid JSON: serde_json checked it).
 enum Scalar<'a> {
     Null,
-    Str(String),
+    Str(Cow<'a, str>),
     /// A JSON number: its exact text.
     Num(&'a str),
     /// A boolean, object or array: never a valid scalar field.
     Other,
+}
+
+/// Collects the top-level pairs of a JSON object, borrowing from the input.
+struct PairsVisitor;
+
+impl<'de> Visitor<'de> for PairsVisitor {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(32));
+        while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            pairs.push((key.0, value));
+        }
+        Ok(pairs)
+    }
+}
+
+/// A map key, borrowed unless it has escapes.
+struct BorrowedKey<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = BorrowedKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// The text of a JSON string literal (`"..."`, already validated), borrowed when it has no
+/// escapes.
+fn string_literal(text: &str) -> Result<Cow<'_, str>, DecodeError> {
+    let inner = &text[1..text.len() - 1];
+    if !inner.contains('\\') {
+        return Ok(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text)
+        .map(Cow::Owned)
+        .map_err(|e| DecodeError::MalformedJson(e.to_string()))
 }
 
 impl<'a> Fields<'a> {
@@ -37,30 +101,27 @@ impl<'a> Fields<'a> {
                 limit: MAX_RECORD_BYTES,
             });
         }
-        let map =
-            serde_json::from_slice::<BTreeMap<String, &'a RawValue>>(bytes).map_err(|e| match e
-                .classify()
-            {
-                serde_json::error::Category::Data => DecodeError::WrongType {
-                    field: RECORD,
-                    expected: "a JSON object",
-                },
-                _ => DecodeError::MalformedJson(e.to_string()),
-            })?;
-        Ok(Self { map })
+        let classify = |e: serde_json::Error| match e.classify() {
+            serde_json::error::Category::Data => DecodeError::WrongType {
+                field: RECORD,
+                expected: "a JSON object",
+            },
+            _ => DecodeError::MalformedJson(e.to_string()),
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let pairs = de.deserialize_map(PairsVisitor).map_err(classify)?;
+        de.end().map_err(classify)?;
+        Ok(Self { pairs })
     }
 
     fn scalar(&self, field: &'static str) -> Result<Scalar<'a>, DecodeError> {
-        let Some(raw) = self.map.get(field) else {
+        let Some((_, raw)) = self.pairs.iter().rev().find(|(k, _)| k == field) else {
             return Ok(Scalar::Null);
         };
         let text = raw.get();
         Ok(match text.as_bytes().first() {
             None | Some(b'n') => Scalar::Null,
-            Some(b'"') => Scalar::Str(
-                serde_json::from_str::<String>(text)
-                    .map_err(|e| DecodeError::MalformedJson(e.to_string()))?,
-            ),
+            Some(b'"') => Scalar::Str(string_literal(text)?),
             Some(b't' | b'f' | b'{' | b'[') => Scalar::Other,
             Some(_) => Scalar::Num(text),
         })
@@ -70,7 +131,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_text(&self, field: &'static str) -> Result<Option<String>, DecodeError> {
         match self.scalar(field)? {
             Scalar::Null => Ok(None),
-            Scalar::Str(s) => Ok(Some(s)),
+            Scalar::Str(s) => Ok(Some(s.into_owned())),
             Scalar::Num(n) => Ok(Some(n.to_string())),
             Scalar::Other => Err(DecodeError::WrongType {
                 field,
@@ -88,7 +149,7 @@ impl<'a> Fields<'a> {
         match self.scalar(field)? {
             Scalar::Null => Ok(None),
             Scalar::Str(s) if s.is_empty() => Ok(None),
-            Scalar::Str(s) => Ok(Some(s)),
+            Scalar::Str(s) => Ok(Some(s.into_owned())),
             Scalar::Num(n) if n.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
                 Ok(Some(n.to_string()))
             }
@@ -112,7 +173,7 @@ impl<'a> Fields<'a> {
             Scalar::Null => return Ok(None),
             Scalar::Str(s) if s.trim().is_empty() => return Ok(None),
             Scalar::Str(s) => s,
-            Scalar::Num(n) => n.to_string(),
+            Scalar::Num(n) => Cow::Borrowed(n),
             Scalar::Other => return Err(wrong),
         };
         let text = text.trim();
@@ -137,7 +198,7 @@ impl<'a> Fields<'a> {
             Scalar::Null => return Ok(None),
             Scalar::Str(s) if s.trim().is_empty() => return Ok(None),
             Scalar::Str(s) => s,
-            Scalar::Num(n) => n.to_string(),
+            Scalar::Num(n) => Cow::Borrowed(n),
             Scalar::Other => {
                 return Err(DecodeError::WrongType {
                     field,

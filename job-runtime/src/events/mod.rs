@@ -15,6 +15,7 @@ mod customer;
 pub mod enriched;
 mod fields;
 mod ids;
+pub(crate) mod json_out;
 pub mod money;
 mod reference;
 mod sale;
