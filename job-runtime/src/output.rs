@@ -148,7 +148,10 @@ impl OutputRecord {
     /// The outbox entry of an enriched sale: what `OutputRecord::Document(Document::from_sale(
     /// ..)).encode()` gives, written in one buffer (the document is the bulk of the bytes, and
     /// this runs once per sale).
-    pub fn encode_sale(doc: &EnrichedSale, ids: &DocumentIdTemplate) -> Result<Vec<u8>, OutputError> {
+    pub fn encode_sale(
+        doc: &EnrichedSale,
+        ids: &DocumentIdTemplate,
+    ) -> Result<Vec<u8>, OutputError> {
         let id = doc.document_id(ids);
         let day = day_of(doc.sale.sale_datetime);
         let mut out = Vec::with_capacity(2048);
