@@ -20,6 +20,11 @@ pub const CONFIG_DIR: &str = "/etc/tributary";
 pub const STATE_DIR: &str = "/var/lib/tributary";
 /// Admin HTTP port of the runtime: /metrics, /healthz, /readyz.
 pub const ADMIN_PORT: u16 = 9249;
+/// Where the job pod mounts the key `sinks.opensearch.caCert` names (a folder of its own: the
+/// ConfigMap mounted at [`CONFIG_DIR`] is read-only and cannot hold a nested mount point).
+pub const OPENSEARCH_CA_DIR: &str = "/etc/tributary-opensearch-ca";
+/// File name of the CA bundle inside [`OPENSEARCH_CA_DIR`].
+pub const OPENSEARCH_CA_FILE: &str = "ca.crt";
 
 /// Environment variables the operator sets on job pods (values from the downward API or from
 /// Secret references).
@@ -66,7 +71,33 @@ pub struct PipelineId {
 #[serde(rename_all = "camelCase")]
 pub struct SinksConfig {
     pub s3: S3SinkSpec,
-    pub opensearch: OpenSearchSinkSpec,
+    pub opensearch: OpenSearchSinkConfig,
+}
+
+/// The resource's OpenSearch sink, plus what the pod adds to it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenSearchSinkConfig {
+    #[serde(flatten)]
+    pub spec: OpenSearchSinkSpec,
+    /// Path of the PEM CA bundle (`spec.caCert`, mounted from its Secret) the job trusts for the
+    /// endpoint's TLS certificate; absent: the system's trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert_file: Option<String>,
+}
+
+impl OpenSearchSinkConfig {
+    /// The sink as the operator's pod runs it: the CA, when the resource names one, at
+    /// [`OPENSEARCH_CA_DIR`]/[`OPENSEARCH_CA_FILE`].
+    pub fn from_spec(spec: &OpenSearchSinkSpec) -> Self {
+        Self {
+            spec: spec.clone(),
+            ca_cert_file: spec
+                .ca_cert
+                .as_ref()
+                .map(|_| format!("{OPENSEARCH_CA_DIR}/{OPENSEARCH_CA_FILE}")),
+        }
+    }
 }
 
 /// Process-level settings with defaults matching the pod the operator builds.
@@ -106,7 +137,7 @@ impl JobConfig {
             join: spec.join.clone(),
             sinks: SinksConfig {
                 s3: spec.sinks.s3.clone(),
-                opensearch: spec.sinks.opensearch.clone(),
+                opensearch: OpenSearchSinkConfig::from_spec(&spec.sinks.opensearch),
             },
             dead_letter: spec.dead_letter.clone(),
             upgrade_mode: spec.upgrade_mode,
@@ -121,5 +152,41 @@ impl JobConfig {
 
     pub fn from_yaml(s: &str) -> Result<Self, serde_yaml::Error> {
         serde_yaml::from_str(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamingEnrichment;
+
+    fn example(file: &str) -> StreamingEnrichment {
+        let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn round_trips_with_the_ca_file_beside_the_sink_fields() {
+        let se = example("full.yaml");
+        let cfg = JobConfig::from_spec("analytics", "sales-enrichment", &se.spec, 2);
+        assert_eq!(
+            cfg.sinks.opensearch.ca_cert_file.as_deref(),
+            Some("/etc/tributary-opensearch-ca/ca.crt")
+        );
+        let yaml = cfg.to_yaml().unwrap();
+        let tree: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let os = &tree["sinks"]["opensearch"];
+        assert_eq!(os["caCertFile"], "/etc/tributary-opensearch-ca/ca.crt");
+        assert_eq!(os["endpoint"], "https://search.example.internal:9200");
+        assert_eq!(os["caCert"]["key"], "ca.crt");
+        assert!(os.get("spec").is_none(), "the sink fields are flattened");
+        assert_eq!(JobConfig::from_yaml(&yaml).unwrap(), cfg);
+
+        let minimal = example("minimal.yaml");
+        let cfg = JobConfig::from_spec("default", "sales-minimal", &minimal.spec, 1);
+        assert_eq!(cfg.sinks.opensearch.ca_cert_file, None);
+        let yaml = cfg.to_yaml().unwrap();
+        assert!(!yaml.contains("caCertFile"), "{yaml}");
+        assert_eq!(JobConfig::from_yaml(&yaml).unwrap(), cfg);
     }
 }

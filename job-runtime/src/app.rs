@@ -128,6 +128,21 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let s3 = crate::aws::s3_client(&config.aws).await;
     let dlq_location = S3Uri::parse(&config.dead_letter.uri)?;
     let dead_letter = DeadLetterWriter::new(s3.clone(), dlq_location, &lineage);
+    // Before the engine starts: a CA file that is missing or invalid stops the job here.
+    let os = &config.sinks.opensearch;
+    let os_sink = OpenSearchSink::new(
+        &OpenSearchConfig {
+            endpoint: os.spec.endpoint.clone(),
+            username: settings.opensearch_username.clone(),
+            password: settings.opensearch_password.clone(),
+            write_alias: os.spec.write_alias.clone(),
+            bulk_max_bytes: quantity_bytes(&os.spec.bulk_max_bytes)?,
+            flush_interval: os.spec.bulk_flush_interval.std(),
+            ca_cert_file: os.ca_cert_file.as_ref().map(PathBuf::from),
+        },
+        dead_letter.clone(),
+    )
+    .context("the OpenSearch sink")?;
 
     // Engine.
     let streams = Streams {
@@ -135,7 +150,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         addresses: config.sources.addresses.stream.clone(),
         sales: config.sources.sales.stream.clone(),
     };
-    let ids = DocumentIdTemplate::parse(&config.sinks.opensearch.document_id)
+    let ids = DocumentIdTemplate::parse(&config.sinks.opensearch.spec.document_id)
         .map_err(|e| anyhow::anyhow!("sinks.opensearch.documentId: {e}"))?;
     let engine_cfg = EngineConfig::new(streams.clone(), JoinRules::from(&config.join), ids);
     let core = Core::new(state, engine_cfg, metrics.clone())?;
@@ -283,18 +298,6 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         config.sinks.s3.roll_interval.std(),
         dead_letter.clone(),
     );
-    let os = &config.sinks.opensearch;
-    let os_sink = OpenSearchSink::new(
-        &OpenSearchConfig {
-            endpoint: os.endpoint.clone(),
-            username: settings.opensearch_username.clone(),
-            password: settings.opensearch_password.clone(),
-            write_alias: os.write_alias.clone(),
-            bulk_max_bytes: quantity_bytes(&os.bulk_max_bytes)?,
-            flush_interval: os.bulk_flush_interval.std(),
-        },
-        dead_letter.clone(),
-    )?;
     let dlq_sink = DeadLetterSink::new(
         dead_letter.clone(),
         Batching {

@@ -235,7 +235,7 @@ impl Fixture {
     }
 
     pub async fn count(&self) -> Result<u64> {
-        let alias = &self.config.sinks.opensearch.write_alias;
+        let alias = &self.config.sinks.opensearch.spec.write_alias;
         let _ = self
             .opensearch
             .indices()
@@ -255,7 +255,7 @@ impl Fixture {
     }
 
     pub async fn documents(&self) -> Result<BTreeMap<String, Value>> {
-        let alias = &self.config.sinks.opensearch.write_alias;
+        let alias = &self.config.sinks.opensearch.spec.write_alias;
         let resp = self
             .opensearch
             .search(SearchParts::Index(&[alias]))

@@ -18,7 +18,7 @@ use tributary_tests::{eventually, stack_var};
 
 fn manifest(fx: &Fixture) -> Result<String> {
     let c = &fx.config;
-    let os = &c.sinks.opensearch;
+    let os = &c.sinks.opensearch.spec;
     Ok(format!(
         r#"apiVersion: tributary.dev/v1alpha1
 kind: StreamingEnrichment

@@ -3,7 +3,8 @@
 //! Secret and trusts the CA from a Secret; the job's writer role can index through the write alias
 //! but not search; the reader role cannot see, match, sort or aggregate on hidden fields (nor
 //! their `.keyword` sub-fields) through `_search`, `_get` or `_mget`; wrong admin credentials
-//! give Degraded with the reason; `deletionPolicy: Delete` removes the roles.
+//! give Degraded with the reason; `deletionPolicy: Delete` removes the roles. The job runtime's
+//! OpenSearch sink trusts the CA from the file the pod mounts (`caCertFile`), and only with it.
 
 use std::time::Duration;
 
@@ -13,6 +14,11 @@ use opensearch::http::Method;
 use serde_json::{Value, json};
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::conditions::{ConditionType, get_condition};
+use tributary_runtime::output::{Document, OutputRecord};
+use tributary_runtime::s3uri::S3Uri;
+use tributary_runtime::sink::dead_letter::DeadLetterWriter;
+use tributary_runtime::sink::opensearch::{self as sink, OpenSearchConfig, OpenSearchSink};
+use tributary_runtime::sink::{Range, Sink};
 use tributary_tests::cluster::{admin_client, install_crds, kubectl, kubectl_raw};
 use tributary_tests::opensearch_side::{Os, sample_document, spawn_operator};
 use tributary_tests::{eventually, stack_var, unique};
@@ -571,4 +577,75 @@ async fn reader_role_hides_fields_everywhere() -> Result<()> {
     );
 
     teardown(&s).await
+}
+
+/// The runtime's sink, configured as a job pod with `caCert` runs it (the CA as a file), indexes
+/// into the secure node through `_bulk`; the same client without the CA is refused by TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_sink_trusts_the_ca_file() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = stack_var("OPENSEARCH_SECURE_URL")?;
+    let user = stack_var("OPENSEARCH_SECURE_ADMIN_USER")?;
+    let pw = stack_var("OPENSEARCH_SECURE_ADMIN_PASSWORD")?;
+    let ca_path = stack_var("OPENSEARCH_SECURE_CA")?;
+    let index = unique("ca-sink");
+    let cfg = OpenSearchConfig {
+        endpoint: url.clone(),
+        username: Some(user.clone()),
+        password: Some(pw.clone()),
+        write_alias: index.clone(),
+        bulk_max_bytes: 1 << 20,
+        flush_interval: Duration::from_secs(1),
+        ca_cert_file: Some(ca_path.clone().into()),
+    };
+
+    let untrusted = sink::client(&OpenSearchConfig {
+        ca_cert_file: None,
+        ..cfg.clone()
+    })?;
+    let refused = untrusted.ping().send().await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| format!("{e:?}").contains("UnknownIssuer")),
+        "the node's certificate must not be trusted without the CA: {refused:?}"
+    );
+
+    // Nothing is rejected, so the dead-letter writer (no S3 behind it) is never called.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let dead_letter = DeadLetterWriter::new(s3, S3Uri::parse("s3://unused/dead-letter")?, "ca");
+    let mut os_sink = OpenSearchSink::new(&cfg, dead_letter)?;
+    let records = (0..5u64)
+        .map(|i| {
+            Ok(OutputRecord::Document(Document {
+                id: format!("{}:7", 1000 + i),
+                day: "2020-01-01".into(),
+                json: serde_json::to_vec(&sample_document(i))?,
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let written = os_sink.write(Range { first: 1, last: 5 }, records).await;
+
+    let admin = Os::new(&url, Some((&user, &pw)), Some(&std::fs::read(&ca_path)?))?;
+    let counted = async {
+        written?;
+        admin
+            .ok(Method::Post, &format!("/{index}/_refresh"), None)
+            .await?;
+        let count = admin
+            .ok(Method::Get, &format!("/{index}/_count"), None)
+            .await?;
+        ensure!(count["count"] == json!(5), "{count}");
+        Ok(())
+    }
+    .await;
+    admin
+        .call(Method::Delete, &format!("/{index}"), None)
+        .await?;
+    counted
 }

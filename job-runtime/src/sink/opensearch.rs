@@ -7,13 +7,17 @@
 //! the range is done. A failure of a whole request (connection refused, 5xx, 401/403) fails the
 //! write and the delivery loop retries the range.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use opensearch::auth::Credentials;
+use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::Url;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::{BulkParts, OpenSearch};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 use super::dead_letter::DeadLetterWriter;
@@ -46,6 +50,57 @@ pub struct OpenSearchConfig {
     pub write_alias: String,
     pub bulk_max_bytes: usize,
     pub flush_interval: Duration,
+    /// PEM CA bundle the endpoint's certificate chains to (`caCertFile` of the job
+    /// configuration); `None`: the system's trusted roots.
+    pub ca_cert_file: Option<PathBuf>,
+}
+
+/// The CA bundle at `path` (one or more PEM certificates), for the client to trust. A file that
+/// cannot be read, holds no certificate or a malformed one is an error naming the file.
+pub fn read_ca(path: &Path) -> Result<Certificate, SinkError> {
+    let fail = |what: String| {
+        SinkError::Write(format!(
+            "OpenSearch CA certificate {}: {what}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let ders = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(format!("not valid PEM: {e}")))?;
+    let mut chain: Option<Certificate> = None;
+    for (i, der) in ders.into_iter().enumerate() {
+        // What the TLS stack will ask of a trust anchor, checked now rather than at the first
+        // request.
+        rustls::RootCertStore::empty()
+            .add(der.clone())
+            .map_err(|e| fail(format!("certificate {} is not usable as a CA: {e}", i + 1)))?;
+        let cert =
+            Certificate::from_der(&der).map_err(|e| fail(format!("certificate {}: {e}", i + 1)))?;
+        match &mut chain {
+            Some(c) => c.append(cert),
+            None => chain = Some(cert),
+        }
+    }
+    chain.ok_or_else(|| fail("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into()))
+}
+
+/// The client for `cfg`: its endpoint, Basic credentials and CA.
+pub fn client(cfg: &OpenSearchConfig) -> Result<OpenSearch, SinkError> {
+    let url = Url::parse(&cfg.endpoint)
+        .map_err(|e| SinkError::Write(format!("OpenSearch endpoint {}: {e}", cfg.endpoint)))?;
+    let mut builder =
+        TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(Duration::from_secs(60));
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        builder = builder.auth(Credentials::Basic(u.clone(), p.clone()));
+    }
+    if let Some(path) = &cfg.ca_cert_file {
+        builder = builder.cert_validation(CertificateValidation::Full(read_ca(path)?));
+    }
+    let transport = builder
+        .build()
+        .map_err(|e| SinkError::Write(format!("OpenSearch client: {e}")))?;
+    Ok(OpenSearch::new(transport))
 }
 
 /// The outcome of one item of a bulk response.
@@ -85,18 +140,8 @@ pub fn outcomes(body: &Value) -> Vec<ItemOutcome> {
 
 impl OpenSearchSink {
     pub fn new(cfg: &OpenSearchConfig, dead_letter: DeadLetterWriter) -> Result<Self, SinkError> {
-        let url = Url::parse(&cfg.endpoint)
-            .map_err(|e| SinkError::Write(format!("OpenSearch endpoint {}: {e}", cfg.endpoint)))?;
-        let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(Duration::from_secs(60));
-        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-            builder = builder.auth(Credentials::Basic(u.clone(), p.clone()));
-        }
-        let transport = builder
-            .build()
-            .map_err(|e| SinkError::Write(format!("OpenSearch client: {e}")))?;
         Ok(Self {
-            client: OpenSearch::new(transport),
+            client: client(cfg)?,
             alias: cfg.write_alias.clone(),
             batching: Batching {
                 max_bytes: cfg.bulk_max_bytes.max(1),
@@ -260,5 +305,85 @@ mod tests {
         assert_eq!(o[3], ItemOutcome::Retry);
         assert_eq!(o[4], ItemOutcome::Ok);
         assert!(outcomes(&serde_json::json!({})).is_empty());
+    }
+
+    /// A self-signed CA (P-256, `CA:TRUE`), for parsing only.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBjzCCATWgAwIBAgIUKz2+TrjQIf0Uwrm3fs59ts2lq00wCgYIKoZIzj0EAwIw\n\
+HDEaMBgGA1UEAwwRdHJpYnV0YXJ5IHRlc3QgQ0EwIBcNMjYxMTI2MjEwODEyWhgP\n\
+MjEyNjExMDIyMTA4MTJaMBwxGjAYBgNVBAMMEXRyaWJ1dGFyeSB0ZXN0IENBMFkw\n\
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE3f3tjffX/MIQhbOuYTL9Gfs1r4Veg+mP\n\
+gah/XvEhJtDsUJiy32jb5ZcFz0lHOFiPsVS9z8UIVInRuE1p5KZP/6NTMFEwHQYD\n\
+VR0OBBYEFAHCsfaEaunzKNTwJE0B2IbM3oBxMB8GA1UdIwQYMBaAFAHCsfaEaunz\n\
+KNTwJE0B2IbM3oBxMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIh\n\
+AIaDCjUTeziCBmC5n7tLC/CcVw893+n/tQ3av92/D+K+AiBFnQctUfW+N+AV2Kbp\n\
+FMz9oN30xmZDHnFWNgtV+p9CKw==\n\
+-----END CERTIFICATE-----\n\
+";
+
+    fn config(ca: Option<PathBuf>) -> OpenSearchConfig {
+        OpenSearchConfig {
+            endpoint: "https://127.0.0.1:9201".into(),
+            username: None,
+            password: None,
+            write_alias: "w".into(),
+            bulk_max_bytes: 1 << 20,
+            flush_interval: Duration::from_secs(1),
+            ca_cert_file: ca,
+        }
+    }
+
+    /// The client's error for a CA file with `contents` (`None`: no such file).
+    fn ca_error(contents: Option<&str>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        if let Some(c) = contents {
+            std::fs::write(&path, c).unwrap();
+        }
+        match client(&config(Some(path.clone()))) {
+            Ok(_) => panic!("{contents:?} was accepted as a CA"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with(&format!("OpenSearch CA certificate {}: ", path.display())),
+                    "{e}"
+                );
+                e
+            }
+        }
+    }
+
+    #[test]
+    fn trusts_a_pem_ca_bundle() {
+        assert!(client(&config(None)).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        // Two certificates, CRLF line ends and text around them, as bundles come.
+        let bundle = format!("# ours\n{TEST_CA}\n{TEST_CA}").replace('\n', "\r\n");
+        std::fs::write(&path, bundle).unwrap();
+        assert!(read_ca(&path).is_ok());
+        assert!(client(&config(Some(path))).is_ok());
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_a_clear_error() {
+        let e = ca_error(None);
+        assert!(e.contains("cannot read it"), "{e}");
+        let e = ca_error(Some(""));
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = ca_error(Some("not a certificate\n"));
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e = ca_error(Some(
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        ));
+        assert!(e.contains("not valid PEM"), "{e}");
+        // Well-formed PEM around bytes that are not a certificate.
+        let e = ca_error(Some(
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        ));
+        assert!(e.contains("certificate 1 is not usable as a CA"), "{e}");
+        let e = ca_error(Some(&TEST_CA[..TEST_CA.len() / 2]));
+        assert!(e.contains("not valid PEM"), "{e}");
     }
 }

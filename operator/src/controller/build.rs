@@ -176,7 +176,76 @@ mod tests {
             cfg.sources.sales.consumer_name.as_deref(),
             Some("tributary-sales-enrichment")
         );
-        assert_eq!(cfg.sinks.opensearch.document_id, "{order_id}:{item_id}");
+        assert_eq!(
+            cfg.sinks.opensearch.spec.document_id,
+            "{order_id}:{item_id}"
+        );
+    }
+
+    #[test]
+    fn opensearch_ca_is_mounted_read_only_where_the_config_points() {
+        let c = build_example("full.yaml", 1);
+        let yaml = &c.config_map.data.as_ref().unwrap()[CONFIG_FILE];
+        let cfg = JobConfig::from_yaml(yaml).unwrap();
+        assert_eq!(
+            cfg.sinks.opensearch.ca_cert_file.as_deref(),
+            Some("/etc/tributary-opensearch-ca/ca.crt")
+        );
+        let pod = c.statefulset.spec.unwrap().template.spec.unwrap();
+        let vol = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "opensearch-ca")
+            .expect("CA volume");
+        let secret = vol.secret.as_ref().expect("a Secret volume");
+        assert_eq!(
+            secret.secret_name.as_deref(),
+            Some("sales-enrichment-opensearch")
+        );
+        let items = secret.items.as_ref().unwrap();
+        assert_eq!(items.len(), 1, "only the CA key is projected");
+        assert_eq!(items[0].key, "ca.crt");
+        assert_eq!(items[0].path, "ca.crt");
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "opensearch-ca")
+            .expect("CA mount");
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(
+            format!("{}/{}", mount.mount_path, items[0].path),
+            cfg.sinks.opensearch.ca_cert_file.unwrap()
+        );
+
+        // Without caCert: no volume, no mount, no path.
+        let c = build_example("minimal.yaml", 1);
+        let yaml = &c.config_map.data.as_ref().unwrap()[CONFIG_FILE];
+        assert_eq!(
+            JobConfig::from_yaml(yaml)
+                .unwrap()
+                .sinks
+                .opensearch
+                .ca_cert_file,
+            None
+        );
+        let pod = c.statefulset.spec.unwrap().template.spec.unwrap();
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != "opensearch-ca" && v.secret.is_none())
+        );
+        assert!(
+            pod.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| m.name != "opensearch-ca")
+        );
     }
 
     #[test]
@@ -200,6 +269,16 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(build(&se, &inputs(1)).unwrap().config_hash, a.config_hash);
+        // Naming a CA, or another Secret or key for it, rolls the pods.
+        let full = build_example("full.yaml", 1);
+        let mut se = example("full.yaml");
+        se.spec.sinks.opensearch.ca_cert.as_mut().unwrap().name = "rotated-ca".into();
+        let rotated = build(&se, &inputs(1)).unwrap();
+        assert_ne!(rotated.config_hash, full.config_hash);
+        se.spec.sinks.opensearch.ca_cert = None;
+        let none = build(&se, &inputs(1)).unwrap();
+        assert_ne!(none.config_hash, full.config_hash);
+        assert_ne!(none.config_hash, rotated.config_hash);
     }
 
     #[test]

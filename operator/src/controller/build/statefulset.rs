@@ -9,13 +9,16 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tributary_crds::job_config::{ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, STATE_DIR, env};
+use tributary_crds::job_config::{
+    ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, OPENSEARCH_CA_DIR, OPENSEARCH_CA_FILE, STATE_DIR, env,
+};
 use tributary_crds::{OpenSearchAuthKind, SecretKeyRef, StreamingEnrichment};
 
 use super::labels::{child_meta, common_labels, selector_labels};
@@ -28,6 +31,7 @@ pub const CONTAINER_NAME: &str = "runtime";
 pub const STATE_VOLUME: &str = "state";
 const CONFIG_VOLUME: &str = "config";
 const TMP_VOLUME: &str = "tmp";
+const OPENSEARCH_CA_VOLUME: &str = "opensearch-ca";
 /// The runtime image's non-root user.
 const RUN_AS_USER: i64 = 65532;
 
@@ -100,21 +104,7 @@ pub fn build(
                         ..Default::default()
                     }),
                     containers: vec![container(se, inputs)],
-                    volumes: Some(vec![
-                        Volume {
-                            name: CONFIG_VOLUME.into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: names::config_map(name),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: TMP_VOLUME.into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Default::default()
-                        },
-                    ]),
+                    volumes: Some(volumes(se, name)),
                     ..Default::default()
                 }),
             },
@@ -182,24 +172,7 @@ fn container(se: &StreamingEnrichment, inputs: &BuildInputs) -> Container {
         startup_probe: Some(probe("/healthz", 5, 120)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: CONFIG_VOLUME.into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: STATE_VOLUME.into(),
-                mount_path: STATE_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: TMP_VOLUME.into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts(se)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -216,6 +189,79 @@ fn container(se: &StreamingEnrichment, inputs: &BuildInputs) -> Container {
         }),
         ..Default::default()
     }
+}
+
+fn volumes(se: &StreamingEnrichment, name: &str) -> Vec<Volume> {
+    let mut volumes = vec![
+        Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::config_map(name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: TMP_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    // The CA is a file, not an environment variable: the runtime reads it at start. Only the
+    // named key is projected, under a fixed name ([`JobConfig`] carries the path). The kubelet
+    // refreshes the file when the Secret changes (no subPath), but the runtime reads it once:
+    // a new CA takes effect at the pods' next start; pointing `caCert` at another Secret or key
+    // changes the configuration hash and rolls them.
+    //
+    // [`JobConfig`]: tributary_crds::job_config::JobConfig
+    if let Some(ca) = &se.spec.sinks.opensearch.ca_cert {
+        volumes.push(Volume {
+            name: OPENSEARCH_CA_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(ca.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ca.key.clone(),
+                    path: OPENSEARCH_CA_FILE.into(),
+                    ..Default::default()
+                }]),
+                // Readable by the runtime's user through the pod's fsGroup.
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
+}
+
+fn volume_mounts(se: &StreamingEnrichment) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: CONFIG_VOLUME.into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: STATE_VOLUME.into(),
+            mount_path: STATE_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: TMP_VOLUME.into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    ];
+    if se.spec.sinks.opensearch.ca_cert.is_some() {
+        mounts.push(VolumeMount {
+            name: OPENSEARCH_CA_VOLUME.into(),
+            mount_path: OPENSEARCH_CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    mounts
 }
 
 fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
