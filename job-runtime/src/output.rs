@@ -152,14 +152,24 @@ impl OutputRecord {
         doc: &EnrichedSale,
         ids: &DocumentIdTemplate,
     ) -> Result<Vec<u8>, OutputError> {
+        let mut out = Vec::with_capacity(4096);
+        Self::write_sale(&mut out, doc, ids)?;
+        Ok(out)
+    }
+
+    /// [`OutputRecord::encode_sale`], appended to `out`.
+    pub fn write_sale(
+        out: &mut Vec<u8>,
+        doc: &EnrichedSale,
+        ids: &DocumentIdTemplate,
+    ) -> Result<(), OutputError> {
         let id = doc.document_id(ids);
         let day = day_of(doc.sale.sale_datetime);
-        let mut out = Vec::with_capacity(2048);
         out.push(TAG_DOCUMENT);
-        put_bytes(&mut out, id.as_bytes());
-        put_bytes(&mut out, day.as_bytes());
-        doc.write_json(&mut out)?;
-        Ok(out)
+        put_bytes(out, id.as_bytes());
+        put_bytes(out, day.as_bytes());
+        doc.write_json(out)?;
+        Ok(())
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, OutputError> {

@@ -393,7 +393,7 @@ impl Core {
         let record =
             DeadLetterRecord::undecodable(&batch.stream, &batch.shard_id, rec, reason, detail);
         let encoded = OutputRecord::DeadLetter(record).encode()?;
-        self.joiner.state_mut().push_output(encoded);
+        self.joiner.state_mut().push_output(&encoded);
         Ok(())
     }
 
@@ -405,8 +405,10 @@ impl Core {
                     if !doc.join_flags.is_empty() {
                         self.metrics.documents_flagged.inc();
                     }
-                    let encoded = OutputRecord::encode_sale(&doc, &self.cfg.document_ids)?;
-                    self.joiner.state_mut().push_output(encoded);
+                    let ids = &self.cfg.document_ids;
+                    self.joiner
+                        .state_mut()
+                        .push_output_with(|out| OutputRecord::write_sale(out, &doc, ids))?;
                     continue;
                 }
                 JoinOutput::DeadLetter(dl) => {
@@ -418,7 +420,7 @@ impl Core {
                 }
             };
             let encoded = record.encode()?;
-            self.joiner.state_mut().push_output(encoded);
+            self.joiner.state_mut().push_output(&encoded);
         }
         Ok(())
     }

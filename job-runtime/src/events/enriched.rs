@@ -12,16 +12,16 @@
 use serde::Serialize;
 use tributary_crds::document_id::DocumentIdTemplate;
 
-use super::{Address, Customer, Item, Promo, Sale};
+use super::{Address, Customer, Item, Promo, Sale, Shared};
 
 /// A customer version with the address version that was valid at the sale's time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EnrichedCustomer {
     #[serde(flatten)]
-    pub customer: Customer,
+    pub customer: Shared<Customer>,
     /// `None` only when the customer has no `address_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<Address>,
+    pub address: Option<Shared<Address>>,
 }
 
 /// Notes on how a document was joined, kept in the document so that anyone can filter the
@@ -42,11 +42,11 @@ pub enum JoinFlag {
 pub struct EnrichedSale {
     #[serde(flatten)]
     pub sale: Sale,
-    pub item: Item,
+    pub item: Shared<Item>,
     pub bill_customer: EnrichedCustomer,
     pub ship_customer: EnrichedCustomer,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub promo: Option<Promo>,
+    pub promo: Option<Shared<Promo>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub join_flags: Vec<JoinFlag>,
 }

@@ -6,11 +6,14 @@
 //! rather than with `#[derive(Deserialize)]` keeps the error reasons exact (no matching on
 //! serde's messages) and lets money see a number's digits before any float conversion.
 //!
-//! Speed matters here (every record of every stream passes through it): no map is built (a
-//! record has a few dozen fields, a linear scan is cheaper than hashing or a tree), and strings
-//! without escapes are borrowed, not copied. A repeated key keeps its last value, as a map would.
+//! Speed matters here (every record of every stream passes through it): a flat record is split
+//! by the one-pass scanner of [`super::scan`] (serde_json takes every other record, and reports
+//! every error), no map is built (a record has a few dozen fields, a linear scan is cheaper
+//! than hashing or a tree), and strings without escapes are borrowed, not copied. A repeated
+//! key keeps its last value, as a map would.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use rust_decimal::Decimal;
@@ -23,8 +26,16 @@ use super::{DecodeError, EventTime, MAX_RECORD_BYTES, money};
 pub(crate) const RECORD: &str = "<record>";
 
 pub(crate) struct Fields<'a> {
-    pairs: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pairs: Pairs<'a>,
+    /// Look-up mode, see [`Fields::decode`].
+    in_order: bool,
+    /// In-order mode: where the next look-up starts, and the pairs found so far (a bit each).
+    next: Cell<usize>,
+    found: Cell<u64>,
 }
+
+/// `(key, raw JSON text of the value)`, in record order.
+pub(super) type Pairs<'a> = Vec<(Cow<'a, str>, &'a str)>;
 
 /// One JSON value, classified by its first byte (the text is valid JSON: serde_json checked it).
 enum Scalar<'a> {
@@ -40,7 +51,7 @@ enum Scalar<'a> {
 struct PairsVisitor;
 
 impl<'de> Visitor<'de> for PairsVisitor {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+    type Value = Pairs<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
@@ -50,7 +61,7 @@ impl<'de> Visitor<'de> for PairsVisitor {
         let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(32));
         while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
-            pairs.push((key.0, value));
+            pairs.push((key.0, value.get()));
         }
         Ok(pairs)
     }
@@ -81,6 +92,21 @@ impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
     }
 }
 
+/// The members of a JSON object through serde_json (any record; its errors classified).
+pub(super) fn serde_pairs(bytes: &[u8]) -> Result<Pairs<'_>, DecodeError> {
+    let classify = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => DecodeError::WrongType {
+            field: RECORD,
+            expected: "a JSON object",
+        },
+        _ => DecodeError::MalformedJson(e.to_string()),
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let pairs = de.deserialize_map(PairsVisitor).map_err(classify)?;
+    de.end().map_err(classify)?;
+    Ok(pairs)
+}
+
 /// The text of a JSON string literal (`"..."`, already validated), borrowed when it has no
 /// escapes.
 fn string_literal(text: &str) -> Result<Cow<'_, str>, DecodeError> {
@@ -101,24 +127,68 @@ impl<'a> Fields<'a> {
                 limit: MAX_RECORD_BYTES,
             });
         }
-        let classify = |e: serde_json::Error| match e.classify() {
-            serde_json::error::Category::Data => DecodeError::WrongType {
-                field: RECORD,
-                expected: "a JSON object",
-            },
-            _ => DecodeError::MalformedJson(e.to_string()),
+        // The common record in one pass; anything else (and every error) through serde_json.
+        let pairs = match super::scan::flat_object(bytes) {
+            Some(pairs) => pairs,
+            None => serde_pairs(bytes)?,
         };
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let pairs = de.deserialize_map(PairsVisitor).map_err(classify)?;
-        de.end().map_err(classify)?;
-        Ok(Self { pairs })
+        Ok(Self {
+            pairs,
+            in_order: false,
+            next: Cell::new(0),
+            found: Cell::new(0),
+        })
+    }
+
+    /// Parse `bytes` and build a value with `decode`, which reads each field once.
+    ///
+    /// Records usually list their fields in the order the decoders read them, so each look-up
+    /// first tries the pairs after the previous hit (**in-order** mode): one comparison per
+    /// field instead of a scan. A scan from the end is what makes a repeated key keep its last
+    /// value; the in-order search finds the first. The two agree when no key repeats, which is
+    /// known for sure when every pair was found by a look-up (the decoders read distinct
+    /// fields). Otherwise (an unknown or repeated key, an early error, more than 64 fields)
+    /// `decode` runs again with scans, and that result stands.
+    pub(crate) fn decode<T>(
+        bytes: &'a [u8],
+        decode: impl Fn(&Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        let mut fields = Self::parse(bytes)?;
+        if fields.pairs.len() <= 64 {
+            fields.in_order = true;
+            let result = decode(&fields);
+            if fields.found.get().count_ones() as usize == fields.pairs.len() {
+                return result;
+            }
+            fields.in_order = false;
+        }
+        decode(&fields)
+    }
+
+    /// The raw text of `field`'s value.
+    fn find(&self, field: &str) -> Option<&'a str> {
+        if !self.in_order {
+            return self
+                .pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == field)
+                .map(|&(_, v)| v);
+        }
+        let n = self.pairs.len();
+        let from = self.next.get().min(n);
+        let i = (from..n)
+            .chain(0..from)
+            .find(|&i| self.pairs[i].0 == field)?;
+        self.next.set(i + 1);
+        self.found.set(self.found.get() | 1 << i);
+        Some(self.pairs[i].1)
     }
 
     fn scalar(&self, field: &'static str) -> Result<Scalar<'a>, DecodeError> {
-        let Some((_, raw)) = self.pairs.iter().rev().find(|(k, _)| k == field) else {
+        let Some(text) = self.find(field) else {
             return Ok(Scalar::Null);
         };
-        let text = raw.get();
         Ok(match text.as_bytes().first() {
             None | Some(b'n') => Scalar::Null,
             Some(b'"') => Scalar::Str(string_literal(text)?),

@@ -7,12 +7,12 @@
 //! the constant keys written as they are. The unit tests below and the engine tests (every
 //! document against the oracle, which goes through serde) keep the two equal.
 
-use std::io::Write as _;
-
 use chrono::{Datelike, Timelike};
 use rust_decimal::Decimal;
 
-use super::{Address, Customer, EnrichedCustomer, EnrichedSale, EventTime, Item, Promo, Sale};
+use super::{
+    Address, Customer, EnrichedCustomer, EnrichedSale, EventTime, Item, Promo, Render, Sale,
+};
 
 /// An object being written: commas between members, members skipped when absent.
 struct Obj<'a> {
@@ -63,9 +63,8 @@ impl<'a> Obj<'a> {
 
     fn opt_decimal(&mut self, key: &str, v: Option<&Decimal>) {
         if let Some(v) = v {
-            let out = self.key(key);
-            // `Display` renders into a stack buffer: the exact digits, as `money::serialize`.
-            let _ = write!(out, "{v}");
+            // The exact digits, as `money::serialize`.
+            super::money::write_decimal(self.key(key), v);
         }
     }
 
@@ -222,14 +221,21 @@ fn address(out: &mut Vec<u8>, a: &Address) -> Result<(), serde_json::Error> {
     Ok(())
 }
 
-fn enriched_customer(out: &mut Vec<u8>, c: &EnrichedCustomer) -> Result<(), serde_json::Error> {
-    let mut o = Obj::open(out);
-    customer_members(&mut o, &c.customer)?;
-    if let Some(a) = &c.address {
-        address(o.key("address"), a)?;
+/// A customer with its nested address, from their rendered objects: the customer's members,
+/// then `"address"` (the serde form of [`EnrichedCustomer`], whose customer is flattened).
+fn enriched_customer(out: &mut Vec<u8>, c: &EnrichedCustomer) {
+    let customer = c.customer.json();
+    match &c.address {
+        None => out.extend_from_slice(customer),
+        Some(a) => {
+            // The customer object always has members (`customer_id` is required): drop its
+            // closing brace, add the address, close.
+            out.extend_from_slice(customer.strip_suffix(b"}").unwrap_or(customer));
+            out.extend_from_slice(b",\"address\":");
+            out.extend_from_slice(a.json());
+            out.push(b'}');
+        }
     }
-    o.close();
-    Ok(())
 }
 
 fn promo(out: &mut Vec<u8>, p: &Promo) {
@@ -244,15 +250,45 @@ fn promo(out: &mut Vec<u8>, p: &Promo) {
     o.close();
 }
 
-/// Append the document's JSON to `out`: the same bytes as `serde_json::to_vec(doc)`.
+impl Render for Customer {
+    fn render(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let mut o = Obj::open(out);
+        customer_members(&mut o, self)?;
+        o.close();
+        Ok(())
+    }
+}
+
+impl Render for Address {
+    fn render(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        address(out, self)
+    }
+}
+
+impl Render for Item {
+    fn render(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        item(out, self);
+        Ok(())
+    }
+}
+
+impl Render for Promo {
+    fn render(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        promo(out, self);
+        Ok(())
+    }
+}
+
+/// Append the document's JSON to `out`: the same bytes as `serde_json::to_vec(doc)`. The sale's
+/// members are written here; the rows' objects were rendered when they were loaded.
 pub fn write_document(out: &mut Vec<u8>, doc: &EnrichedSale) -> Result<(), serde_json::Error> {
     let mut o = Obj::open(out);
     sale_members(&mut o, &doc.sale)?;
-    item(o.key("item"), &doc.item);
-    enriched_customer(o.key("bill_customer"), &doc.bill_customer)?;
-    enriched_customer(o.key("ship_customer"), &doc.ship_customer)?;
+    o.key("item").extend_from_slice(doc.item.json());
+    enriched_customer(o.key("bill_customer"), &doc.bill_customer);
+    enriched_customer(o.key("ship_customer"), &doc.ship_customer);
     if let Some(p) = &doc.promo {
-        promo(o.key("promo"), p);
+        o.key("promo").extend_from_slice(p.json());
     }
     if !doc.join_flags.is_empty() {
         let out = o.key("join_flags");
@@ -266,8 +302,12 @@ pub fn write_document(out: &mut Vec<u8>, doc: &EnrichedSale) -> Result<(), serde
 pub(crate) mod tests {
     use super::*;
     use crate::events::{
-        AddressId, CustomerId, JoinFlag, decode_address, decode_customer, decode_sale,
+        AddressId, CustomerId, JoinFlag, Shared, decode_address, decode_customer, decode_sale,
     };
+
+    fn shared<T: Render>(v: T) -> Shared<T> {
+        Shared::new(v).unwrap()
+    }
 
     fn customer(id: &str, json: &str) -> Customer {
         let mut c = decode_customer(json.as_bytes()).unwrap();
@@ -303,7 +343,7 @@ pub(crate) mod tests {
         .unwrap();
         EnrichedSale {
             sale,
-            item: Item {
+            item: shared(Item {
                 item_id: 42,
                 item_desc: Some("A \"quoted\" description / slash".into()),
                 brand: None,
@@ -315,16 +355,16 @@ pub(crate) mod tests {
                 units: None,
                 container: None,
                 product_name: Some("p".into()),
-            },
+            }),
             bill_customer: EnrichedCustomer {
-                customer: bill,
-                address: Some(address),
+                customer: shared(bill),
+                address: Some(shared(address)),
             },
             ship_customer: EnrichedCustomer {
-                customer: ship,
+                customer: shared(ship),
                 address: None,
             },
-            promo: Some(Promo {
+            promo: Some(shared(Promo {
                 promo_id: 5,
                 cost: Some(Decimal::new(100_000, 2)),
                 response_target: Some(1),
@@ -332,7 +372,7 @@ pub(crate) mod tests {
                 purpose: None,
                 promo_start_date: Some("2000-01-01".into()),
                 promo_end_date: None,
-            }),
+            })),
             join_flags: vec![JoinFlag::ShipAddressAfterSale],
         }
     }
@@ -353,7 +393,9 @@ pub(crate) mod tests {
         bare.sale.promo_id = None;
         bare.sale.warehouse_id = None;
         bare.bill_customer.address = None;
-        bare.bill_customer.customer.address_id = Some(AddressId::new("A1"));
+        let mut customer = bare.bill_customer.customer.value().clone();
+        customer.address_id = Some(AddressId::new("A1"));
+        bare.bill_customer.customer = shared(customer);
         let mut out = Vec::new();
         write_document(&mut out, &bare).unwrap();
         assert_eq!(out, serde_json::to_vec(&bare).unwrap());

@@ -19,6 +19,8 @@ pub(crate) mod json_out;
 pub mod money;
 mod reference;
 mod sale;
+mod scan;
+mod shared;
 mod time;
 
 pub use address::Address;
@@ -27,6 +29,7 @@ pub use enriched::{EnrichedCustomer, EnrichedSale, JoinFlag};
 pub use ids::{AddressId, CustomerId, ItemId, PromoId, WarehouseId};
 pub use reference::{ITEM_COLUMNS, Item, PROMO_COLUMNS, Promo};
 pub use sale::{Sale, SaleKey};
+pub use shared::{Render, Shared};
 pub use time::EventTime;
 
 /// Records larger than this are rejected before parsing (a Kinesis record is at most 1 MiB; a
@@ -80,17 +83,17 @@ impl DecodeError {
 
 /// Decode one record of the customer stream.
 pub fn decode_customer(bytes: &[u8]) -> Result<Customer, DecodeError> {
-    Customer::decode(&fields::Fields::parse(bytes)?)
+    fields::Fields::decode(bytes, Customer::decode)
 }
 
 /// Decode one record of the address stream.
 pub fn decode_address(bytes: &[u8]) -> Result<Address, DecodeError> {
-    Address::decode(&fields::Fields::parse(bytes)?)
+    fields::Fields::decode(bytes, Address::decode)
 }
 
 /// Decode one record of the sale stream.
 pub fn decode_sale(bytes: &[u8]) -> Result<Sale, DecodeError> {
-    Sale::decode(&fields::Fields::parse(bytes)?)
+    fields::Fields::decode(bytes, Sale::decode)
 }
 
 #[cfg(test)]

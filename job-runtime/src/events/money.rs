@@ -89,6 +89,35 @@ pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error
     serde::Serialize::serialize(&raw, s)
 }
 
+/// Append the decimal's text (what `Display` writes, and so [`serialize`]) without the
+/// formatting machinery: the document writer writes 18 of them per sale.
+pub fn write_decimal(out: &mut Vec<u8>, value: &Decimal) {
+    let mantissa = value.mantissa();
+    if mantissa == 0 && value.is_sign_negative() {
+        // Negative zero: leave its rendering to `Display`.
+        out.extend_from_slice(value.to_string().as_bytes());
+        return;
+    }
+    if mantissa < 0 {
+        out.push(b'-');
+    }
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(mantissa.unsigned_abs()).as_bytes();
+    let scale = value.scale() as usize;
+    if scale == 0 {
+        out.extend_from_slice(digits);
+    } else if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else {
+        out.extend_from_slice(b"0.");
+        out.resize(out.len() + scale - digits.len(), b'0');
+        out.extend_from_slice(digits);
+    }
+}
+
 /// [`serialize`] for optional fields (callers skip `None`).
 pub fn serialize_opt<S: Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
     match value {
@@ -118,6 +147,30 @@ mod tests {
         }
         // 29 fractional digits cannot be held exactly: rejected, not rounded.
         assert!(parse_decimal("0.00000000000000000000000000001").is_none());
+    }
+
+    #[test]
+    fn writes_what_display_writes() {
+        let mut values: Vec<Decimal> = [
+            "0", "0.00", "-0.00", "-0", "1", "-1", "0.5", "-0.005", "12.30", "100", "1E+2",
+            "0.0000000000000000000000000001", "79228162514264337593543950335",
+            "-79228162514264337593543950335", "7.9228162514264337593543950335",
+        ]
+        .iter()
+        .map(|t| parse_decimal(t).unwrap())
+        .collect();
+        // Every scale with a spread of mantissas.
+        let mut m: i64 = 1;
+        for scale in 0..=28 {
+            values.push(Decimal::new(m, scale));
+            values.push(Decimal::new(-m / 7, scale));
+            m = m.wrapping_mul(31).wrapping_add(17) % 1_000_000_000_000_000;
+        }
+        for v in values {
+            let mut out = Vec::new();
+            write_decimal(&mut out, &v);
+            assert_eq!(String::from_utf8(out).unwrap(), v.to_string(), "{v:?}");
+        }
     }
 
     #[test]

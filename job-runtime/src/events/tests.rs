@@ -239,14 +239,14 @@ fn enriched_document_shape_and_id() {
     let a = test_fixtures::address("A1", 0, "Springfield");
     let doc = EnrichedSale {
         sale: s,
-        item: test_fixtures::item(7),
+        item: Shared::new(test_fixtures::item(7)).unwrap(),
         bill_customer: EnrichedCustomer {
-            customer: c.clone(),
-            address: Some(a.clone()),
+            customer: Shared::new(c.clone()).unwrap(),
+            address: Some(Shared::new(a.clone()).unwrap()),
         },
         ship_customer: EnrichedCustomer {
-            customer: c,
-            address: Some(a),
+            customer: Shared::new(c).unwrap(),
+            address: Some(Shared::new(a).unwrap()),
         },
         promo: None,
         join_flags: vec![],
@@ -264,4 +264,30 @@ fn enriched_document_shape_and_id() {
     assert!(text.contains(r#""wholesale_cost":12.34,"#), "{text}");
     let template = DocumentIdTemplate::parse("{order_id}:{item_id}").unwrap();
     assert_eq!(doc.document_id(&template), "42:7");
+}
+
+#[test]
+fn field_order_and_repeated_keys_do_not_change_the_result() {
+    let in_order = br#"{"customer_id":"C1","first_name":"Kevin","last_name":"A","address_id":"A1","customer_datetime":"2020-01-01T00:00:00Z"}"#;
+    let reversed = br#"{"customer_datetime":"2020-01-01T00:00:00Z","address_id":"A1","last_name":"A","first_name":"Kevin","customer_id":"C1"}"#;
+    let a = decode_customer(in_order).unwrap();
+    assert_eq!(a, decode_customer(reversed).unwrap());
+    assert_eq!(a.last_name.as_deref(), Some("A"));
+    // A repeated key keeps its last value, wherever the repetition is, unknown keys or not.
+    for record in [
+        &br#"{"customer_id":"C1","last_name":"A","last_name":"B","customer_datetime":"2020-01-01T00:00:00Z"}"#[..],
+        br#"{"last_name":"A","customer_id":"C1","customer_datetime":"2020-01-01T00:00:00Z","last_name":"B"}"#,
+        br#"{"customer_id":"C1","last_name":"A","x":1,"customer_datetime":"2020-01-01T00:00:00Z","last_name":"B"}"#,
+    ] {
+        let c = decode_customer(record).unwrap();
+        assert_eq!(c.last_name.as_deref(), Some("B"), "{}", String::from_utf8_lossy(record));
+    }
+    // A bad first occurrence is overridden by a good last one, and the reverse is an error.
+    let fixed = br#"{"customer_id":"C1","customer_datetime":"yesterday","customer_datetime":"2020-01-01T00:00:00Z"}"#;
+    assert!(decode_customer(fixed).is_ok());
+    let broken = br#"{"customer_id":"C1","customer_datetime":"2020-01-01T00:00:00Z","customer_datetime":"yesterday"}"#;
+    assert_eq!(
+        decode_customer(broken).unwrap_err().reason(),
+        "invalid_datetime"
+    );
 }

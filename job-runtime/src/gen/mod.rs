@@ -39,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
 use crate::events::{
-    Address, Customer, EnrichedCustomer, EnrichedSale, Item, Promo, decode_address,
+    Address, Customer, EnrichedCustomer, EnrichedSale, Item, Promo, Shared, decode_address,
     decode_customer, decode_sale,
 };
 use json::Obj;
@@ -804,41 +804,41 @@ fn oracle(
     promo_rows: &[Vec<String>],
 ) -> BTreeMap<(i64, i64), serde_json::Value> {
     type Versions<T> = Vec<(crate::events::EventTime, T)>;
-    let mut customers: BTreeMap<String, Versions<Customer>> = BTreeMap::new();
+    let mut customers: BTreeMap<String, Versions<Shared<Customer>>> = BTreeMap::new();
     for c in customer_json
         .iter()
         .flatten()
-        .filter_map(|(_, d)| decode_customer(d).ok())
+        .filter_map(|(_, d)| Shared::new(decode_customer(d).ok()?).ok())
     {
         customers
             .entry(c.customer_id.as_str().to_string())
             .or_default()
             .push((c.customer_datetime, c));
     }
-    let mut addresses: BTreeMap<String, Versions<Address>> = BTreeMap::new();
+    let mut addresses: BTreeMap<String, Versions<Shared<Address>>> = BTreeMap::new();
     for a in address_json
         .iter()
         .flatten()
-        .filter_map(|(_, d)| decode_address(d).ok())
+        .filter_map(|(_, d)| Shared::new(decode_address(d).ok()?).ok())
     {
         addresses
             .entry(a.address_id.as_str().to_string())
             .or_default()
             .push((a.address_datetime, a));
     }
-    let items: BTreeMap<i64, Item> = item_rows
+    let items: BTreeMap<i64, Shared<Item>> = item_rows
         .iter()
         .filter_map(|r| {
             let cols: Vec<&str> = r.iter().map(String::as_str).collect();
-            Item::from_columns(&cols).ok().flatten()
+            Shared::new(Item::from_columns(&cols).ok().flatten()?).ok()
         })
         .map(|i| (i.item_id, i))
         .collect();
-    let promos: BTreeMap<i64, Promo> = promo_rows
+    let promos: BTreeMap<i64, Shared<Promo>> = promo_rows
         .iter()
         .filter_map(|r| {
             let cols: Vec<&str> = r.iter().map(String::as_str).collect();
-            Promo::from_columns(&cols).ok().flatten()
+            Shared::new(Promo::from_columns(&cols).ok().flatten()?).ok()
         })
         .map(|p| (p.promo_id, p))
         .collect();

@@ -2,21 +2,24 @@
 //! implementation is checked against). Ordered maps only, so iteration order is deterministic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 
 use super::state::{JoinState, MissingKey, PendingSale, ProcessingTime};
 use crate::events::{
     Address, AddressId, Customer, CustomerId, EventTime, Item, ItemId, Promo, PromoId, SaleKey,
+    Shared,
 };
+
+/// The only failure: rendering a row whose event time is outside the calendar.
+type Error = serde_json::Error;
 
 type Versions<K, V> = BTreeMap<K, BTreeMap<EventTime, V>>;
 
 #[derive(Debug, Default, Clone)]
 pub struct MemoryState {
-    customers: Versions<CustomerId, Customer>,
-    addresses: Versions<AddressId, Address>,
-    items: BTreeMap<ItemId, Item>,
-    promos: BTreeMap<PromoId, Promo>,
+    customers: Versions<CustomerId, Shared<Customer>>,
+    addresses: Versions<AddressId, Shared<Address>>,
+    items: BTreeMap<ItemId, Shared<Item>>,
+    promos: BTreeMap<PromoId, Shared<Promo>>,
     pending: BTreeMap<SaleKey, PendingSale>,
     waiting: BTreeSet<(MissingKey, SaleKey)>,
     deadlines: BTreeSet<(ProcessingTime, SaleKey)>,
@@ -69,78 +72,78 @@ impl MemoryState {
 }
 
 impl JoinState for MemoryState {
-    type Error = Infallible;
+    type Error = Error;
 
-    fn put_customer(&mut self, c: Customer) -> Result<(), Infallible> {
+    fn put_customer(&mut self, c: Customer) -> Result<(), Error> {
         self.customers
             .entry(c.customer_id.clone())
             .or_default()
-            .insert(c.customer_datetime, c);
+            .insert(c.customer_datetime, Shared::new(c)?);
         Ok(())
     }
-    fn customer_at(&self, id: &CustomerId, t: EventTime) -> Result<Option<Customer>, Infallible> {
+    fn customer_at(&self, id: &CustomerId, t: EventTime) -> Result<Option<Shared<Customer>>, Error> {
         Ok(at(&self.customers, id, t))
     }
-    fn first_customer(&self, id: &CustomerId) -> Result<Option<Customer>, Infallible> {
+    fn first_customer(&self, id: &CustomerId) -> Result<Option<Shared<Customer>>, Error> {
         Ok(first(&self.customers, id))
     }
-    fn compact_customer(&mut self, id: &CustomerId, h: EventTime) -> Result<usize, Infallible> {
+    fn compact_customer(&mut self, id: &CustomerId, h: EventTime) -> Result<usize, Error> {
         Ok(compact(&mut self.customers, id, h))
     }
 
-    fn put_address(&mut self, a: Address) -> Result<(), Infallible> {
+    fn put_address(&mut self, a: Address) -> Result<(), Error> {
         self.addresses
             .entry(a.address_id.clone())
             .or_default()
-            .insert(a.address_datetime, a);
+            .insert(a.address_datetime, Shared::new(a)?);
         Ok(())
     }
-    fn address_at(&self, id: &AddressId, t: EventTime) -> Result<Option<Address>, Infallible> {
+    fn address_at(&self, id: &AddressId, t: EventTime) -> Result<Option<Shared<Address>>, Error> {
         Ok(at(&self.addresses, id, t))
     }
-    fn first_address(&self, id: &AddressId) -> Result<Option<Address>, Infallible> {
+    fn first_address(&self, id: &AddressId) -> Result<Option<Shared<Address>>, Error> {
         Ok(first(&self.addresses, id))
     }
-    fn compact_address(&mut self, id: &AddressId, h: EventTime) -> Result<usize, Infallible> {
+    fn compact_address(&mut self, id: &AddressId, h: EventTime) -> Result<usize, Error> {
         Ok(compact(&mut self.addresses, id, h))
     }
 
-    fn put_item(&mut self, item: Item) -> Result<(), Infallible> {
-        self.items.insert(item.item_id, item);
+    fn put_item(&mut self, item: Item) -> Result<(), Error> {
+        self.items.insert(item.item_id, Shared::new(item)?);
         Ok(())
     }
-    fn item(&self, id: ItemId) -> Result<Option<Item>, Infallible> {
+    fn item(&self, id: ItemId) -> Result<Option<Shared<Item>>, Error> {
         Ok(self.items.get(&id).cloned())
     }
-    fn put_promo(&mut self, promo: Promo) -> Result<(), Infallible> {
-        self.promos.insert(promo.promo_id, promo);
+    fn put_promo(&mut self, promo: Promo) -> Result<(), Error> {
+        self.promos.insert(promo.promo_id, Shared::new(promo)?);
         Ok(())
     }
-    fn promo(&self, id: PromoId) -> Result<Option<Promo>, Infallible> {
+    fn promo(&self, id: PromoId) -> Result<Option<Shared<Promo>>, Error> {
         Ok(self.promos.get(&id).cloned())
     }
 
-    fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, Infallible> {
+    fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, Error> {
         Ok(self.pending.get(&key).cloned())
     }
-    fn put_pending(&mut self, p: PendingSale) -> Result<(), Infallible> {
+    fn put_pending(&mut self, p: PendingSale) -> Result<(), Error> {
         self.pending.insert(p.sale.key(), p);
         Ok(())
     }
-    fn remove_pending(&mut self, key: SaleKey) -> Result<(), Infallible> {
+    fn remove_pending(&mut self, key: SaleKey) -> Result<(), Error> {
         self.pending.remove(&key);
         Ok(())
     }
 
-    fn add_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), Infallible> {
+    fn add_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), Error> {
         self.waiting.insert((on.clone(), key));
         Ok(())
     }
-    fn remove_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), Infallible> {
+    fn remove_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), Error> {
         self.waiting.remove(&(on.clone(), key));
         Ok(())
     }
-    fn waiting_on(&self, on: &MissingKey) -> Result<Vec<SaleKey>, Infallible> {
+    fn waiting_on(&self, on: &MissingKey) -> Result<Vec<SaleKey>, Error> {
         Ok(self
             .waiting
             .range((on.clone(), KEY_MIN)..=(on.clone(), KEY_MAX))
@@ -148,15 +151,15 @@ impl JoinState for MemoryState {
             .collect())
     }
 
-    fn add_deadline(&mut self, at: ProcessingTime, key: SaleKey) -> Result<(), Infallible> {
+    fn add_deadline(&mut self, at: ProcessingTime, key: SaleKey) -> Result<(), Error> {
         self.deadlines.insert((at, key));
         Ok(())
     }
-    fn remove_deadline(&mut self, at: ProcessingTime, key: SaleKey) -> Result<(), Infallible> {
+    fn remove_deadline(&mut self, at: ProcessingTime, key: SaleKey) -> Result<(), Error> {
         self.deadlines.remove(&(at, key));
         Ok(())
     }
-    fn due(&self, now: ProcessingTime) -> Result<Vec<(ProcessingTime, SaleKey)>, Infallible> {
+    fn due(&self, now: ProcessingTime) -> Result<Vec<(ProcessingTime, SaleKey)>, Error> {
         Ok(self.deadlines.range(..=(now, KEY_MAX)).copied().collect())
     }
 }

@@ -55,8 +55,9 @@
 //!
 //! Column families and keys (integers big-endian with the sign bit flipped, so byte order is
 //! numeric order; strings length-prefixed so a prefix never matches a longer id):
-//! `customers`: `id | event_time` -> customer (`customer_at` = `seek_for_prev(id|t)` and check
-//! the prefix; `first_*` = seek to `id|MIN`; compaction = `delete_range(id|MIN, id|keep)`),
+//! `customers`: `id | event_time` -> customer (all versions of an id are read with one seek
+//! into a decoded, rendered cache entry that writes keep current; `customer_at` is then a
+//! binary search; compaction deletes the older keys),
 //! `addresses` likewise, `items` / `promos`: `id` -> row, `pending`: `order_id | item_id` ->
 //! pending sale, `waiting`: `kind | id | order_id | item_id` -> empty (prefix scan), `deadlines`:
 //! `deadline_ms | order_id | item_id` -> empty (iterate up to `now`), and `offsets`:
@@ -77,7 +78,7 @@ use tributary_crds::spec::JoinSpec;
 
 use crate::events::{
     Address, Customer, CustomerId, EnrichedCustomer, EnrichedSale, EventTime, Item, JoinFlag,
-    Promo, Sale,
+    Promo, Sale, Shared,
 };
 
 /// The join's time settings (from `spec.join`).
@@ -134,6 +135,29 @@ pub struct Joiner<S> {
 /// `Err(missing)` when a piece is not (yet) available.
 type Resolved<T> = Result<T, MissingKey>;
 
+/// What the join found for a sale: its document without the sale itself (which the caller
+/// owns and moves in, rather than the join cloning it).
+struct Joined {
+    item: Shared<Item>,
+    bill_customer: EnrichedCustomer,
+    ship_customer: EnrichedCustomer,
+    promo: Option<Shared<Promo>>,
+    join_flags: Vec<JoinFlag>,
+}
+
+impl Joined {
+    fn with(self, sale: Sale) -> EnrichedSale {
+        EnrichedSale {
+            sale,
+            item: self.item,
+            bill_customer: self.bill_customer,
+            ship_customer: self.ship_customer,
+            promo: self.promo,
+            join_flags: self.join_flags,
+        }
+    }
+}
+
 /// Whether a missing "valid at t" version may be replaced by the earliest later one.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fallback {
@@ -181,7 +205,7 @@ impl<S: JoinState> Joiner<S> {
             self.unregister(p)?;
         }
         match self.resolve(&sale, Fallback::No)? {
-            Ok(doc) => self.emit(doc, &mut out),
+            Ok(parts) => self.emit(parts.with(sale), &mut out),
             Err(missing) => {
                 let (arrived_at, deadline) = match previous {
                     Some(p) => (p.arrived_at, p.deadline),
@@ -204,7 +228,7 @@ impl<S: JoinState> Joiner<S> {
         let at = customer.customer_datetime;
         if let Some(existing) = self.state.customer_at(&id, at)?
             && existing.customer_datetime == at
-            && !wins(&customer, &existing)
+            && !wins(&customer, existing.value())
         {
             return Ok(Vec::new());
         }
@@ -225,7 +249,7 @@ impl<S: JoinState> Joiner<S> {
         let at = address.address_datetime;
         if let Some(existing) = self.state.address_at(&id, at)?
             && existing.address_datetime == at
-            && !wins(&address, &existing)
+            && !wins(&address, existing.value())
         {
             return Ok(Vec::new());
         }
@@ -268,7 +292,7 @@ impl<S: JoinState> Joiner<S> {
             };
             self.unregister(&p)?;
             match self.resolve(&p.sale, Fallback::EarliestLater)? {
-                Ok(doc) => self.emit(doc, &mut out),
+                Ok(parts) => self.emit(parts.with(p.sale), &mut out),
                 Err(missing) => {
                     self.stats.dead_lettered += 1;
                     out.push(JoinOutput::DeadLetter(Box::new(DeadLetter {
@@ -315,9 +339,9 @@ impl<S: JoinState> Joiner<S> {
                 continue;
             };
             match self.resolve(&p.sale, Fallback::No)? {
-                Ok(doc) => {
+                Ok(parts) => {
                     self.unregister(&p)?;
-                    self.emit(doc, &mut out);
+                    self.emit(parts.with(p.sale), &mut out);
                 }
                 Err(missing) if missing == p.waiting_on => {}
                 Err(missing) => {
@@ -332,7 +356,8 @@ impl<S: JoinState> Joiner<S> {
         Ok(out)
     }
 
-    fn resolve(&self, sale: &Sale, fallback: Fallback) -> Result<Resolved<EnrichedSale>, S::Error> {
+    /// Everything the sale's document needs besides the sale, or the first missing piece.
+    fn resolve(&self, sale: &Sale, fallback: Fallback) -> Result<Resolved<Joined>, S::Error> {
         let t = sale.sale_datetime;
         let mut flags = Vec::new();
         let bill = match self.enriched_customer(
@@ -371,8 +396,7 @@ impl<S: JoinState> Joiner<S> {
                 None => return Ok(Err(MissingKey::Promo(id))),
             },
         };
-        Ok(Ok(EnrichedSale {
-            sale: sale.clone(),
+        Ok(Ok(Joined {
             item,
             bill_customer: bill,
             ship_customer: ship,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::events::{
     Address, AddressId, Customer, CustomerId, EventTime, Item, ItemId, Promo, PromoId, Sale,
-    SaleKey,
+    SaleKey, Shared,
 };
 
 /// Processing (wall-clock) time in milliseconds since the Unix epoch. Only wait deadlines use
@@ -99,7 +99,9 @@ pub struct PendingSale {
 }
 
 /// Storage primitives of the join. Contracts are stated per method; the join logic
-/// ([`super::Joiner`]) decides what to call.
+/// ([`super::Joiner`]) decides what to call. Rows are handed out as [`Shared`] (rendered once,
+/// reference-counted): an implementation keeps them that way rather than rebuilding a row
+/// per read.
 pub trait JoinState {
     type Error: std::error::Error + Send + Sync + 'static;
 
@@ -107,9 +109,13 @@ pub trait JoinState {
     /// id and event time.
     fn put_customer(&mut self, customer: Customer) -> Result<(), Self::Error>;
     /// The version with the greatest event time `<= at`.
-    fn customer_at(&self, id: &CustomerId, at: EventTime) -> Result<Option<Customer>, Self::Error>;
+    fn customer_at(
+        &self,
+        id: &CustomerId,
+        at: EventTime,
+    ) -> Result<Option<Shared<Customer>>, Self::Error>;
     /// The version with the smallest event time.
-    fn first_customer(&self, id: &CustomerId) -> Result<Option<Customer>, Self::Error>;
+    fn first_customer(&self, id: &CustomerId) -> Result<Option<Shared<Customer>>, Self::Error>;
     /// Remove every version strictly older than the greatest version `<= horizon` (that one
     /// stays: it is the version valid at the horizon). Returns how many were removed.
     fn compact_customer(
@@ -120,16 +126,20 @@ pub trait JoinState {
 
     /// As [`JoinState::put_customer`], for addresses.
     fn put_address(&mut self, address: Address) -> Result<(), Self::Error>;
-    fn address_at(&self, id: &AddressId, at: EventTime) -> Result<Option<Address>, Self::Error>;
-    fn first_address(&self, id: &AddressId) -> Result<Option<Address>, Self::Error>;
+    fn address_at(
+        &self,
+        id: &AddressId,
+        at: EventTime,
+    ) -> Result<Option<Shared<Address>>, Self::Error>;
+    fn first_address(&self, id: &AddressId) -> Result<Option<Shared<Address>>, Self::Error>;
     fn compact_address(&mut self, id: &AddressId, horizon: EventTime)
     -> Result<usize, Self::Error>;
 
     /// Reference rows: current state, the latest put wins.
     fn put_item(&mut self, item: Item) -> Result<(), Self::Error>;
-    fn item(&self, id: ItemId) -> Result<Option<Item>, Self::Error>;
+    fn item(&self, id: ItemId) -> Result<Option<Shared<Item>>, Self::Error>;
     fn put_promo(&mut self, promo: Promo) -> Result<(), Self::Error>;
-    fn promo(&self, id: PromoId) -> Result<Option<Promo>, Self::Error>;
+    fn promo(&self, id: PromoId) -> Result<Option<Shared<Promo>>, Self::Error>;
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, Self::Error>;
     /// Insert or replace the pending sale under its key.

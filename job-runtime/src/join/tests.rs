@@ -426,6 +426,7 @@ fn same_event_time_tie_break_does_not_depend_on_order<S: TestState>(new: New<S>)
             .bill_customer
             .customer
             .last_name
+            .clone()
     };
     assert_eq!(run("Alpha", "Beta"), run("Beta", "Alpha"));
 }

@@ -2,15 +2,14 @@
 //!
 //! A sale looks up four versioned rows (two customers, two addresses) and two reference rows;
 //! without a cache each lookup opens a RocksDB iterator, seeks, and decodes JSON again. The
-//! cache holds, per id, every committed version already decoded (so "the version valid at
+//! cache holds, per id, every version already decoded and rendered (so "the version valid at
 //! `t`" is a binary search), and reference rows by id (misses included).
 //!
-//! Coherence is kept by construction: the cache only ever holds *committed* data. A write to
-//! an id (put or compaction) goes to the overlay and removes the id from the cache; while the
-//! overlay has entries for an id, reads take the merged overlay + RocksDB path; after the
-//! commit the next read reloads the id from RocksDB. An abort clears the cache. Each map is
-//! bounded by [`CAPACITY`] ids: when full it is cleared (cheap, and a hot working set refills
-//! it at once).
+//! Coherence: a version entry is the id's current view, committed data with the batch's
+//! writes applied (maintained by `super::versions`); a reference row entry holds committed
+//! data only (a write removes it, and reads of an id with an overlay write bypass it). An
+//! abort clears every cache. Each map is bounded by [`CAPACITY`] ids: when full it is cleared
+//! (cheap, and a hot working set refills it at once).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,8 +45,9 @@ impl<T> VersionCache<T> {
         self.map.insert(id.to_string(), versions);
     }
 
-    pub(super) fn invalidate(&mut self, id: &str) {
-        self.map.remove(id);
+    /// The entry of `id`, to apply a write to it.
+    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Versions<T>> {
+        self.map.get_mut(id)
     }
 
     pub(super) fn clear(&mut self) {

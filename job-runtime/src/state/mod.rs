@@ -33,6 +33,7 @@ mod cache;
 mod keys;
 mod outbox;
 mod values;
+mod versions;
 
 pub use outbox::{OutboxReader, SinkCursor};
 
@@ -51,6 +52,7 @@ use rocksdb::{
 
 use crate::events::{
     Address, AddressId, Customer, CustomerId, EventTime, Item, ItemId, Promo, PromoId, SaleKey,
+    Shared,
 };
 use crate::join::{JoinState, MissingKey, PendingSale, ProcessingTime};
 
@@ -120,9 +122,6 @@ pub enum StateError {
     Corrupt { cf: &'static str, reason: String },
 }
 
-/// A key and its value.
-type Entry = (Vec<u8>, Vec<u8>);
-
 /// Pending writes of the current batch: `Some(value)` = put, `None` = delete.
 type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 11];
 
@@ -130,16 +129,19 @@ type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 11];
 pub struct RocksState {
     db: Arc<DB>,
     overlay: Overlay,
-    /// Outputs of the current batch, in order; they get outbox sequence numbers
+    /// Outputs of the current batch, in order, back to back in one buffer (its capacity is
+    /// kept from batch to batch: no allocation per output); they get outbox sequence numbers
     /// `outbox_committed..` at commit.
-    outbox_pending: Vec<Vec<u8>>,
+    outbox_pending: Vec<u8>,
+    /// Where each pending output ends in `outbox_pending`.
+    outbox_ends: Vec<usize>,
     /// The next outbox sequence number after the last commit.
     outbox_committed: u64,
     /// Decoded committed rows (see [`cache`]).
-    customers: RefCell<cache::VersionCache<Customer>>,
-    addresses: RefCell<cache::VersionCache<Address>>,
-    items: RefCell<cache::RowCache<Item>>,
-    promos: RefCell<cache::RowCache<Promo>>,
+    customers: RefCell<cache::VersionCache<Shared<Customer>>>,
+    addresses: RefCell<cache::VersionCache<Shared<Address>>>,
+    items: RefCell<cache::RowCache<Shared<Item>>>,
+    promos: RefCell<cache::RowCache<Shared<Promo>>>,
     /// Tests only: commit after every write, so that reads are served by RocksDB.
     #[cfg(test)]
     write_through: bool,
@@ -208,6 +210,7 @@ impl RocksState {
             db,
             overlay: Default::default(),
             outbox_pending: Vec::new(),
+            outbox_ends: Vec::new(),
             outbox_committed,
             customers: RefCell::default(),
             addresses: RefCell::default(),
@@ -265,11 +268,7 @@ impl RocksState {
             .flat_map(|w| w.iter())
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + PER_ENTRY)
             .sum();
-        let outbox_bytes: usize = self
-            .outbox_pending
-            .iter()
-            .map(|r| r.len() + 8 + PER_ENTRY)
-            .sum();
+        let outbox_bytes = self.outbox_pending.len() + (8 + PER_ENTRY) * self.outbox_ends.len();
         let mut batch =
             WriteBatch::with_capacity_bytes(overlay_bytes + outbox_bytes + 64 * offsets.len() + 64);
         for (i, writes) in self.overlay.iter().enumerate() {
@@ -290,8 +289,10 @@ impl RocksState {
         }
         let cf = self.cf(Cf::Outbox)?;
         let mut next = self.outbox_committed;
-        for record in &self.outbox_pending {
-            batch.put_cf(cf, next.to_be_bytes(), record);
+        let mut start = 0;
+        for &end in &self.outbox_ends {
+            batch.put_cf(cf, next.to_be_bytes(), &self.outbox_pending[start..end]);
+            start = end;
             next += 1;
         }
         self.db.write(batch)?;
@@ -315,18 +316,39 @@ impl RocksState {
             writes.clear();
         }
         self.outbox_pending.clear();
+        self.outbox_ends.clear();
     }
 
     /// Queue an output record (an encoded [`crate::output::OutputRecord`]) of the current
     /// batch: it is committed with the batch's state and offsets, then delivered by the sinks
     /// from the outbox ([`OutboxReader`]).
-    pub fn push_output(&mut self, record: Vec<u8>) {
-        self.outbox_pending.push(record);
+    pub fn push_output(&mut self, record: &[u8]) {
+        self.outbox_pending.extend_from_slice(record);
+        self.outbox_ends.push(self.outbox_pending.len());
+    }
+
+    /// Queue an output record that `write` appends to the buffer it is given (nothing is
+    /// queued if it fails).
+    pub fn push_output_with<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.outbox_pending.len();
+        match write(&mut self.outbox_pending) {
+            Ok(()) => {
+                self.outbox_ends.push(self.outbox_pending.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.outbox_pending.truncate(start);
+                Err(e)
+            }
+        }
     }
 
     /// Outputs queued in the current batch.
     pub fn pending_outputs(&self) -> usize {
-        self.outbox_pending.len()
+        self.outbox_ends.len()
     }
 
     /// The outbox sequence number the next committed output gets.
@@ -373,67 +395,6 @@ impl RocksState {
         }
         it.status()?;
         Ok(out)
-    }
-
-    /// Whether the overlay holds writes for keys in `lo..=hi`.
-    fn overlay_touches(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> bool {
-        self.overlay[cf as usize]
-            .range(lo.to_vec()..=hi.to_vec())
-            .next()
-            .is_some()
-    }
-
-    /// Every committed `(event time, value)` of one id of a versioned column family.
-    fn committed_versions<T>(
-        &self,
-        cf: Cf,
-        id: &str,
-        decode: impl Fn(&[u8]) -> Result<T, StateError>,
-    ) -> Result<Vec<(i64, T)>, StateError> {
-        let lo = keys::version(id, i64::MIN);
-        let hi = keys::version(id, i64::MAX);
-        let mut out = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
-        it.seek(&lo);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k > hi.as_slice() {
-                break;
-            }
-            let t = k
-                .len()
-                .checked_sub(8)
-                .and_then(|i| keys::get_i64(&k[i..]))
-                .ok_or_else(|| StateError::Corrupt {
-                    cf: cf.name(),
-                    reason: "version key without a time".into(),
-                })?;
-            out.push((t, decode(v)?));
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
-    }
-
-    /// The versions of `id` from the cache, loading them on a miss; `None` when the overlay
-    /// holds writes for `id` (the caller then takes the merged path).
-    fn cached_versions<T: Clone>(
-        &self,
-        cf: Cf,
-        cache: &RefCell<cache::VersionCache<T>>,
-        id: &str,
-        decode: impl Fn(&[u8]) -> Result<T, StateError>,
-    ) -> Result<Option<cache::Versions<T>>, StateError> {
-        let lo = keys::version(id, i64::MIN);
-        let hi = keys::version(id, i64::MAX);
-        if self.overlay_touches(cf, &lo, &hi) {
-            return Ok(None);
-        }
-        if let Some(v) = cache.borrow().get(id) {
-            return Ok(Some(v));
-        }
-        let versions = Arc::new(self.committed_versions(cf, id, decode)?);
-        cache.borrow_mut().insert(id, Arc::clone(&versions));
-        Ok(Some(versions))
     }
 
     /// A reference row by id: from the cache unless the overlay holds a write for it.
@@ -510,59 +471,6 @@ impl RocksState {
         Ok(self.db.get_cf(self.cf(cf)?, key)?)
     }
 
-    /// The entry with the greatest key in `lo..=hi`, overlay first.
-    fn last_in(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> Result<Option<Entry>, StateError> {
-        let overlay = &self.overlay[cf as usize];
-        let mut from_db = None;
-        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
-        it.seek_for_prev(hi);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k < lo {
-                break;
-            }
-            if !overlay.contains_key(k) {
-                from_db = Some((k.to_vec(), v.to_vec()));
-                break;
-            }
-            it.prev();
-        }
-        it.status()?;
-        let from_overlay = overlay
-            .range(lo.to_vec()..=hi.to_vec())
-            .rev()
-            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
-        Ok(match (from_db, from_overlay) {
-            (Some(d), Some(o)) => Some(if o.0 > d.0 { o } else { d }),
-            (d, o) => d.or(o),
-        })
-    }
-
-    /// The entry with the smallest key in `lo..=hi`, overlay first.
-    fn first_in(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> Result<Option<Entry>, StateError> {
-        let overlay = &self.overlay[cf as usize];
-        let mut from_db = None;
-        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
-        it.seek(lo);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k > hi {
-                break;
-            }
-            if !overlay.contains_key(k) {
-                from_db = Some((k.to_vec(), v.to_vec()));
-                break;
-            }
-            it.next();
-        }
-        it.status()?;
-        let from_overlay = overlay
-            .range(lo.to_vec()..=hi.to_vec())
-            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
-        Ok(match (from_db, from_overlay) {
-            (Some(d), Some(o)) => Some(if o.0 < d.0 { o } else { d }),
-            (d, o) => d.or(o),
-        })
-    }
-
     /// Every key in `lo..=hi`, ascending, with the overlay applied.
     fn keys_in(&self, cf: Cf, lo: &[u8], hi: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
         let overlay = &self.overlay[cf as usize];
@@ -584,20 +492,6 @@ impl RocksState {
             .into_iter()
             .filter_map(|(k, live)| live.then_some(k))
             .collect())
-    }
-
-    /// Remove the versions of `id` strictly older than the greatest one `<= horizon`.
-    fn compact(&mut self, cf: Cf, id: &str, horizon: EventTime) -> Result<usize, StateError> {
-        let lo = keys::version(id, i64::MIN);
-        let hi = keys::version(id, horizon.as_micros());
-        let mut older = self.keys_in(cf, &lo, &hi)?;
-        // The last one is the version valid at the horizon: it stays.
-        older.pop();
-        let dropped = older.len();
-        for k in older {
-            self.delete(cf, k)?;
-        }
-        Ok(dropped)
     }
 
     /// Event times of the stored versions of a customer, ascending (for tests and tooling).
@@ -674,79 +568,37 @@ impl JoinState for RocksState {
     type Error = StateError;
 
     fn put_customer(&mut self, c: Customer) -> Result<(), StateError> {
-        self.customers.get_mut().invalidate(c.customer_id.as_str());
-        let key = keys::version(c.customer_id.as_str(), c.customer_datetime.as_micros());
-        let value = values::encode(&c)?;
-        self.put(Cf::Customers, key, value)
+        self.put_version(c)
     }
-    fn customer_at(&self, id: &CustomerId, at: EventTime) -> Result<Option<Customer>, StateError> {
-        if let Some(v) = self.cached_versions(
-            Cf::Customers,
-            &self.customers,
-            id.as_str(),
-            values::customer,
-        )? {
-            return Ok(cache::at(&v, at.as_micros()).cloned());
-        }
-        let lo = keys::version(id.as_str(), i64::MIN);
-        let hi = keys::version(id.as_str(), at.as_micros());
-        self.last_in(Cf::Customers, &lo, &hi)?
-            .map(|(_, v)| values::customer(&v))
-            .transpose()
+    fn customer_at(
+        &self,
+        id: &CustomerId,
+        at: EventTime,
+    ) -> Result<Option<Shared<Customer>>, StateError> {
+        self.version_at(id.as_str(), at)
     }
-    fn first_customer(&self, id: &CustomerId) -> Result<Option<Customer>, StateError> {
-        if let Some(v) = self.cached_versions(
-            Cf::Customers,
-            &self.customers,
-            id.as_str(),
-            values::customer,
-        )? {
-            return Ok(v.first().map(|(_, c)| c.clone()));
-        }
-        let lo = keys::version(id.as_str(), i64::MIN);
-        let hi = keys::version(id.as_str(), i64::MAX);
-        self.first_in(Cf::Customers, &lo, &hi)?
-            .map(|(_, v)| values::customer(&v))
-            .transpose()
+    fn first_customer(&self, id: &CustomerId) -> Result<Option<Shared<Customer>>, StateError> {
+        self.first_version(id.as_str())
     }
     fn compact_customer(&mut self, id: &CustomerId, h: EventTime) -> Result<usize, StateError> {
-        self.customers.get_mut().invalidate(id.as_str());
-        self.compact(Cf::Customers, id.as_str(), h)
+        self.compact_versions::<Customer>(id.as_str(), h)
     }
 
     fn put_address(&mut self, a: Address) -> Result<(), StateError> {
-        self.addresses.get_mut().invalidate(a.address_id.as_str());
-        let key = keys::version(a.address_id.as_str(), a.address_datetime.as_micros());
-        let value = values::encode(&a)?;
-        self.put(Cf::Addresses, key, value)
+        self.put_version(a)
     }
-    fn address_at(&self, id: &AddressId, at: EventTime) -> Result<Option<Address>, StateError> {
-        if let Some(v) =
-            self.cached_versions(Cf::Addresses, &self.addresses, id.as_str(), values::address)?
-        {
-            return Ok(cache::at(&v, at.as_micros()).cloned());
-        }
-        let lo = keys::version(id.as_str(), i64::MIN);
-        let hi = keys::version(id.as_str(), at.as_micros());
-        self.last_in(Cf::Addresses, &lo, &hi)?
-            .map(|(_, v)| values::address(&v))
-            .transpose()
+    fn address_at(
+        &self,
+        id: &AddressId,
+        at: EventTime,
+    ) -> Result<Option<Shared<Address>>, StateError> {
+        self.version_at(id.as_str(), at)
     }
-    fn first_address(&self, id: &AddressId) -> Result<Option<Address>, StateError> {
-        if let Some(v) =
-            self.cached_versions(Cf::Addresses, &self.addresses, id.as_str(), values::address)?
-        {
-            return Ok(v.first().map(|(_, a)| a.clone()));
-        }
-        let lo = keys::version(id.as_str(), i64::MIN);
-        let hi = keys::version(id.as_str(), i64::MAX);
-        self.first_in(Cf::Addresses, &lo, &hi)?
-            .map(|(_, v)| values::address(&v))
-            .transpose()
+    fn first_address(&self, id: &AddressId) -> Result<Option<Shared<Address>>, StateError> {
+        self.first_version(id.as_str())
     }
     fn compact_address(&mut self, id: &AddressId, h: EventTime) -> Result<usize, StateError> {
-        self.addresses.get_mut().invalidate(id.as_str());
-        self.compact(Cf::Addresses, id.as_str(), h)
+        self.compact_versions::<Address>(id.as_str(), h)
     }
 
     fn put_item(&mut self, item: Item) -> Result<(), StateError> {
@@ -754,16 +606,16 @@ impl JoinState for RocksState {
         let value = values::encode(&item)?;
         self.put(Cf::Items, keys::int(item.item_id), value)
     }
-    fn item(&self, id: ItemId) -> Result<Option<Item>, StateError> {
-        self.cached_row(Cf::Items, &self.items, id, values::item)
+    fn item(&self, id: ItemId) -> Result<Option<Shared<Item>>, StateError> {
+        self.cached_row(Cf::Items, &self.items, id, values::shared_item)
     }
     fn put_promo(&mut self, promo: Promo) -> Result<(), StateError> {
         self.promos.get_mut().invalidate(promo.promo_id);
         let value = values::encode(&promo)?;
         self.put(Cf::Promos, keys::int(promo.promo_id), value)
     }
-    fn promo(&self, id: PromoId) -> Result<Option<Promo>, StateError> {
-        self.cached_row(Cf::Promos, &self.promos, id, values::promo)
+    fn promo(&self, id: PromoId) -> Result<Option<Shared<Promo>>, StateError> {
+        self.cached_row(Cf::Promos, &self.promos, id, values::shared_promo)
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {

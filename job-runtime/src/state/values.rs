@@ -9,7 +9,8 @@ use serde_json::value::RawValue;
 
 use super::StateError;
 use crate::events::{
-    Address, Customer, ITEM_COLUMNS, Item, Promo, decode_address, decode_customer, decode_sale,
+    Address, Customer, ITEM_COLUMNS, Item, Promo, Render, Shared, decode_address,
+    decode_customer, decode_sale,
 };
 use crate::join::{MissingKey, PendingSale, ProcessingTime};
 
@@ -30,6 +31,27 @@ pub(crate) fn customer(bytes: &[u8]) -> Result<Customer, StateError> {
 
 pub(crate) fn address(bytes: &[u8]) -> Result<Address, StateError> {
     decode_address(bytes).map_err(|e| corrupt("addresses", e))
+}
+
+/// A stored row as the join hands it out (rendered once, see [`Shared`]).
+fn shared<T: Render>(row: T) -> Result<Shared<T>, StateError> {
+    Shared::new(row).map_err(StateError::Encode)
+}
+
+pub(crate) fn shared_customer(bytes: &[u8]) -> Result<Shared<Customer>, StateError> {
+    shared(customer(bytes)?)
+}
+
+pub(crate) fn shared_address(bytes: &[u8]) -> Result<Shared<Address>, StateError> {
+    shared(address(bytes)?)
+}
+
+pub(crate) fn shared_item(bytes: &[u8]) -> Result<Shared<Item>, StateError> {
+    shared(item(bytes)?)
+}
+
+pub(crate) fn shared_promo(bytes: &[u8]) -> Result<Shared<Promo>, StateError> {
+    shared(promo(bytes)?)
 }
 
 /// A JSON object's fields as the text `from_columns` expects: strings unquoted, numbers with
