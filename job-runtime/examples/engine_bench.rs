@@ -71,9 +71,13 @@ struct Args {
     /// Where the RocksDB state goes (a fresh temporary folder when unset; must not exist).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// After the run, compare every committed document with the generator's oracle.
+    /// After each run, compare every committed document with the generator's oracle.
     #[arg(long)]
     verify: bool,
+    /// Timed runs over the same data, each on a fresh state; the summary gives their median
+    /// (this machine's figures vary by about a tenth from run to run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 fn config(args: &Args) -> Result<EngineConfig> {
@@ -219,50 +223,35 @@ fn decode_only(d: &Dataset) -> (f64, f64) {
     (dims, t.elapsed().as_secs_f64())
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    ensure!(args.batch > 0, "--batch must be positive");
-    let gen_cfg = GenConfig {
-        seed: args.seed,
-        customers: args.customers,
-        addresses: args.addresses,
-        sales: args.sales,
-        items: args.items,
-        promos: args.promos,
-        update_share: args.update_share,
-        late_sale_share: args.late_sale_share,
-        malformed_share: args.malformed_share,
-        ..GenConfig::default()
-    };
-    let t = Instant::now();
-    let mut d = generate(&gen_cfg);
-    let expected_docs = d.expected.len();
-    let expected_dead: u64 = d.expected_dead_letters.values().sum();
-    let oracle = if args.verify {
-        std::mem::take(&mut d.expected)
-    } else {
-        d.expected = BTreeMap::new();
-        BTreeMap::new()
-    };
-    println!(
-        "data: {} customer, {} address, {} sale records ({} malformed), {} items, {} promos; generated in {:.1}s",
-        d.customer_records.len(),
-        d.address_records.len(),
-        d.sale_records.len(),
-        expected_dead,
-        args.items,
-        args.promos,
-        t.elapsed().as_secs_f64()
-    );
-    let items: BTreeMap<i64, Item> = rows(&d.items_csv)?;
-    let promos: BTreeMap<i64, Promo> = rows(&d.promos_csv)?;
-    let (decode_dims, decode_sales) = decode_only(&d);
-    let batches = schedule(&d, args.batch);
-    let n_batches = batches.len();
-    let sale_records = d.sale_records.len();
-    let dim_records = d.customer_records.len() + d.address_records.len();
-    drop(d);
+struct Expected {
+    docs: u64,
+    dead: u64,
+    sale_records: usize,
+    dim_records: usize,
+    n_batches: usize,
+}
 
+struct RunResult {
+    per_core: f64,
+    per_sec: f64,
+}
+
+/// One timed run: a fresh state, every batch through the engine, then the checks.
+fn timed_run(
+    args: &Args,
+    batches: Vec<ShardBatch>,
+    items: &BTreeMap<i64, Item>,
+    promos: &BTreeMap<i64, Promo>,
+    oracle: &BTreeMap<(i64, i64), serde_json::Value>,
+    expected: Expected,
+) -> Result<RunResult> {
+    let Expected {
+        docs: expected_docs,
+        dead: expected_dead,
+        sale_records,
+        dim_records,
+        n_batches,
+    } = expected;
     let temp;
     let dir = match &args.dir {
         Some(p) => {
@@ -276,21 +265,21 @@ fn main() -> Result<()> {
             temp.path().join("state")
         }
     };
-    let cfg = config(&args)?;
+    let cfg = config(args)?;
     let expire_interval = cfg.expire_interval;
     let mut core = Core::new(RocksState::open(&dir)?, cfg, Metrics::unregistered())?;
 
     // ---- timed -------------------------------------------------------------------------------
     // (A profiler can attach when this line appears: `perf record -p <pid>`.)
     println!(
-        "run: {n_batches} batches, timing starts (pid {})",
+        "  {n_batches} batches, timing starts (pid {})",
         std::process::id()
     );
     std::io::Write::flush(&mut std::io::stdout())?;
     let (cpu0, threads0) = cpu_seconds()?;
     let started = Instant::now();
-    core.control(Control::Items(items))?;
-    core.control(Control::Promos(promos))?;
+    core.control(Control::Items(items.clone()))?;
+    core.control(Control::Promos(promos.clone()))?;
     for name in ["customers", "addresses"] {
         core.control(Control::ActiveShards {
             stream: name.into(),
@@ -393,10 +382,6 @@ fn main() -> Result<()> {
         "  commits {commits} ({commit_secs:.2}s wall in commit), apply: dimensions {apply_dims_secs:.2}s, sales {apply_sales_secs:.2}s; max held by the barrier {max_held}"
     );
     println!(
-        "  decoding alone (outside the run): sales {decode_sales:.2}s ({:.0}/s), dimensions {decode_dims:.2}s",
-        sale_records as f64 / decode_sales.max(1e-9)
-    );
-    println!(
         "  RocksDB state on disk {:.1} MiB at {}",
         state_bytes as f64 / 1_048_576.0,
         dir.display()
@@ -414,7 +399,7 @@ fn main() -> Result<()> {
     println!(
         "RESULT sales={sale_records} documents={docs} seconds={wall:.3} sales_per_s={per_sec:.0} sales_per_core_s={per_core:.0} commits={commits} state_bytes={state_bytes}"
     );
-    if docs != expected_docs as u64 || dead != expected_dead {
+    if docs != expected_docs || dead != expected_dead {
         bail!("outputs differ from the oracle's counts");
     }
     if args.verify {
@@ -424,5 +409,96 @@ fn main() -> Result<()> {
         );
         println!("verified: every document equals the oracle's");
     }
+    Ok(RunResult { per_core, per_sec })
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.batch > 0, "--batch must be positive");
+    let gen_cfg = GenConfig {
+        seed: args.seed,
+        customers: args.customers,
+        addresses: args.addresses,
+        sales: args.sales,
+        items: args.items,
+        promos: args.promos,
+        update_share: args.update_share,
+        late_sale_share: args.late_sale_share,
+        malformed_share: args.malformed_share,
+        ..GenConfig::default()
+    };
+    let t = Instant::now();
+    let mut d = generate(&gen_cfg);
+    let expected_docs = d.expected.len();
+    let expected_dead: u64 = d.expected_dead_letters.values().sum();
+    let oracle = if args.verify {
+        std::mem::take(&mut d.expected)
+    } else {
+        d.expected = BTreeMap::new();
+        BTreeMap::new()
+    };
+    println!(
+        "data: {} customer, {} address, {} sale records ({} malformed), {} items, {} promos; generated in {:.1}s",
+        d.customer_records.len(),
+        d.address_records.len(),
+        d.sale_records.len(),
+        expected_dead,
+        args.items,
+        args.promos,
+        t.elapsed().as_secs_f64()
+    );
+    let items: BTreeMap<i64, Item> = rows(&d.items_csv)?;
+    let promos: BTreeMap<i64, Promo> = rows(&d.promos_csv)?;
+    let (decode_dims, decode_sales) = decode_only(&d);
+    let batches = schedule(&d, args.batch);
+    let n_batches = batches.len();
+    let sale_records = d.sale_records.len();
+    let dim_records = d.customer_records.len() + d.address_records.len();
+    drop(d);
+
+    println!(
+        "decoding alone (outside the runs): sales {decode_sales:.2}s ({:.0}/s), dimensions {decode_dims:.2}s",
+        sale_records as f64 / decode_sales.max(1e-9)
+    );
+    ensure!(args.runs > 0, "--runs must be positive");
+    ensure!(
+        args.dir.is_none() || args.runs == 1,
+        "--dir keeps one run's state: use it with --runs 1"
+    );
+    let mut results = Vec::new();
+    for run in 1..=args.runs {
+        println!("run {run} of {}:", args.runs);
+        let r = timed_run(
+            &args,
+            batches.clone(),
+            &items,
+            &promos,
+            &oracle,
+            Expected {
+                docs: expected_docs as u64,
+                dead: expected_dead,
+                sale_records,
+                dim_records,
+                n_batches,
+            },
+        )?;
+        results.push(r);
+    }
+    let median = |f: fn(&RunResult) -> f64| {
+        let mut v: Vec<f64> = results.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let per_core = median(|r| r.per_core);
+    let per_sec = median(|r| r.per_sec);
+    let all: Vec<String> = results
+        .iter()
+        .map(|r| format!("{:.0}", r.per_core))
+        .collect();
+    println!(
+        "SUMMARY runs={} median_sales_per_core_s={per_core:.0} median_sales_per_s={per_sec:.0} per_core_each=[{}]",
+        results.len(),
+        all.join(",")
+    );
     Ok(())
 }

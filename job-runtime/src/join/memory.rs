@@ -81,7 +81,11 @@ impl JoinState for MemoryState {
             .insert(c.customer_datetime, Shared::new(c)?);
         Ok(())
     }
-    fn customer_at(&self, id: &CustomerId, t: EventTime) -> Result<Option<Shared<Customer>>, Error> {
+    fn customer_at(
+        &self,
+        id: &CustomerId,
+        t: EventTime,
+    ) -> Result<Option<Shared<Customer>>, Error> {
         Ok(at(&self.customers, id, t))
     }
     fn first_customer(&self, id: &CustomerId) -> Result<Option<Shared<Customer>>, Error> {

@@ -11,8 +11,10 @@
 //! abort clears every cache. Each map is bounded by [`CAPACITY`] ids: when full it is cleared
 //! (cheap, and a hot working set refills it at once).
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+/// foldhash: fast for short keys, and seeded per process (ids come from the streams).
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Ids kept per map before it is cleared.
 pub(super) const CAPACITY: usize = 200_000;
@@ -28,7 +30,7 @@ pub(super) struct VersionCache<T> {
 impl<T> Default for VersionCache<T> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
         }
     }
 }
@@ -70,7 +72,7 @@ pub(super) struct RowCache<T> {
 impl<T> Default for RowCache<T> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
         }
     }
 }

@@ -502,7 +502,9 @@ fn the_version_cache_follows_writes_commits_and_aborts() {
     assert_eq!(name(&state, 100).as_deref(), Some("v0"));
     // Same time replaces; a commit keeps the entry valid without a reload.
     state.put_customer(customer("C1", "A1", 50, "v50")).unwrap();
-    state.put_customer(customer("C1", "A1", 50, "v50b")).unwrap();
+    state
+        .put_customer(customer("C1", "A1", 50, "v50b"))
+        .unwrap();
     state.commit(&BTreeMap::new()).unwrap();
     assert_eq!(name(&state, 100).as_deref(), Some("v50b"));
     // Compaction of a cached id: RocksDB and the cache drop the same version.

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 
 use super::StateError;
 use crate::events::{
-    Address, Customer, ITEM_COLUMNS, Item, Promo, Render, Shared, decode_address,
-    decode_customer, decode_sale,
+    Address, Customer, ITEM_COLUMNS, Item, Promo, Render, Shared, decode_address, decode_customer,
+    decode_sale,
 };
 use crate::join::{MissingKey, PendingSale, ProcessingTime};
 

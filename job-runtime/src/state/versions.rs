@@ -76,7 +76,9 @@ impl RocksState {
             return Ok(v);
         }
         let versions = Arc::new(self.load_versions::<T>(id)?);
-        T::cache(self).borrow_mut().insert(id, Arc::clone(&versions));
+        T::cache(self)
+            .borrow_mut()
+            .insert(id, Arc::clone(&versions));
         Ok(versions)
     }
 
