@@ -415,6 +415,11 @@ fn timed_run(
 fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.batch > 0, "--batch must be positive");
+    ensure!(args.runs > 0, "--runs must be positive");
+    ensure!(
+        args.dir.is_none() || args.runs == 1,
+        "--dir keeps one run's state: use it with --runs 1"
+    );
     let gen_cfg = GenConfig {
         seed: args.seed,
         customers: args.customers,
@@ -459,11 +464,6 @@ fn main() -> Result<()> {
     println!(
         "decoding alone (outside the runs): sales {decode_sales:.2}s ({:.0}/s), dimensions {decode_dims:.2}s",
         sale_records as f64 / decode_sales.max(1e-9)
-    );
-    ensure!(args.runs > 0, "--runs must be positive");
-    ensure!(
-        args.dir.is_none() || args.runs == 1,
-        "--dir keeps one run's state: use it with --runs 1"
     );
     let mut results = Vec::new();
     for run in 1..=args.runs {

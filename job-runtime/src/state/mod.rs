@@ -137,7 +137,8 @@ pub struct RocksState {
     outbox_ends: Vec<usize>,
     /// The next outbox sequence number after the last commit.
     outbox_committed: u64,
-    /// Decoded committed rows (see [`cache`]).
+    /// Decoded, rendered rows (see [`cache`]; the versions' entries are kept current by
+    /// [`versions`]).
     customers: RefCell<cache::VersionCache<Shared<Customer>>>,
     addresses: RefCell<cache::VersionCache<Shared<Address>>>,
     items: RefCell<cache::RowCache<Shared<Item>>>,

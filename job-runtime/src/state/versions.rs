@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use super::cache::{self, VersionCache, Versions};
 use super::{Cf, RocksState, StateError, keys, values};
-use crate::events::{Address, Customer, EventTime, Shared};
+use crate::events::{Address, Customer, EventTime, Render, Shared};
 
 /// A row type stored by `(id, event time)`.
-pub(super) trait Versioned: Sized + Clone {
+pub(super) trait Versioned: Render + Sized {
     const CF: Cf;
     fn cache(state: &RocksState) -> &RefCell<VersionCache<Shared<Self>>>;
     fn decode(bytes: &[u8]) -> Result<Shared<Self>, StateError>;
@@ -125,10 +125,7 @@ impl RocksState {
     }
 
     /// Store a version, replacing one of the same id and time.
-    pub(super) fn put_version<T: Versioned + crate::events::Render>(
-        &mut self,
-        row: T,
-    ) -> Result<(), StateError> {
+    pub(super) fn put_version<T: Versioned>(&mut self, row: T) -> Result<(), StateError> {
         let row = Shared::new(row).map_err(StateError::Encode)?;
         let at = row.time().as_micros();
         let key = keys::version(row.id(), at);
