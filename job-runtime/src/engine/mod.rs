@@ -393,7 +393,7 @@ impl Core {
         let record =
             DeadLetterRecord::undecodable(&batch.stream, &batch.shard_id, rec, reason, detail);
         let encoded = OutputRecord::DeadLetter(record).encode()?;
-        self.joiner.state_mut().push_output(&encoded);
+        self.joiner.state_mut().push_output(&encoded)?;
         Ok(())
     }
 
@@ -406,9 +406,9 @@ impl Core {
                         self.metrics.documents_flagged.inc();
                     }
                     let ids = &self.cfg.document_ids;
-                    self.joiner
-                        .state_mut()
-                        .push_output_with(|out| OutputRecord::write_sale(out, &doc, ids))?;
+                    self.joiner.state_mut().push_output_with(|out| {
+                        OutputRecord::write_sale(out, &doc, ids).map_err(EngineError::from)
+                    })?;
                     continue;
                 }
                 JoinOutput::DeadLetter(dl) => {
@@ -420,7 +420,7 @@ impl Core {
                 }
             };
             let encoded = record.encode()?;
-            self.joiner.state_mut().push_output(&encoded);
+            self.joiner.state_mut().push_output(&encoded)?;
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ fn doc(i: u64) -> Vec<u8> {
 async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failures() {
     let mut state = RocksState::temporary(false);
     for i in 0..50 {
-        state.push_output(&doc(i));
+        state.push_output(&doc(i)).unwrap();
     }
     state.commit(&Default::default()).unwrap();
     let (committed_tx, committed_rx) = watch::channel(state.outbox_next());
@@ -71,7 +71,7 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
     ));
     // More entries while the sink runs.
     for i in 50..80 {
-        state.push_output(&doc(i));
+        state.push_output(&doc(i)).unwrap();
     }
     state.commit(&Default::default()).unwrap();
     committed_tx.send_replace(state.outbox_next());
@@ -103,7 +103,7 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
 async fn an_interrupted_range_is_written_again_as_it_was() {
     let mut state = RocksState::temporary(false);
     for i in 0..30 {
-        state.push_output(&doc(i));
+        state.push_output(&doc(i)).unwrap();
     }
     state.commit(&Default::default()).unwrap();
     let reader = state.outbox_reader();

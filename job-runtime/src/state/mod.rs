@@ -7,7 +7,9 @@
 //! of pending puts and deletes) that every read consults before the database, so reads inside
 //! a batch see the batch's own writes. [`RocksState::commit`] turns the overlay *and* the
 //! source offsets (`stream`, `shard` -> sequence number) into one `WriteBatch` and writes it
-//! atomically, so offsets move only together with the state they produced.
+//! atomically, so offsets move only together with the state they produced. The batch's
+//! outputs are appended to the outbox's segment files first and made committed by the same
+//! `WriteBatch` ([`outbox`]).
 //! [`RocksState::abort`] (or dropping the state, e.g. a crash) discards the overlay: on
 //! restart the state and [`RocksState::offsets`] are those of the last commit, and the
 //! sources resume from there.
@@ -24,8 +26,7 @@
 //!
 //! # Options
 //!
-//! Deliberately minimal: LZ4 compression for every column family (values are JSON) but the
-//! outbox (a queue read once: not worth the CPU), one
+//! Deliberately minimal: LZ4 compression for every column family (values are JSON), one
 //! shared LRU block cache of [`BLOCK_CACHE_BYTES`], one memtable budget of [`MEMTABLE_BYTES`]
 //! for all families, bloom filters for point lookups. Everything else is RocksDB's default.
 
@@ -35,7 +36,8 @@ mod outbox;
 mod values;
 mod versions;
 
-pub use outbox::{OutboxReader, SinkCursor};
+use outbox::OutboxLog;
+pub use outbox::{OutboxReader, SEGMENT_BYTES, SinkCursor};
 
 #[cfg(test)]
 mod tests;
@@ -57,7 +59,8 @@ use crate::events::{
 use crate::join::{JoinState, MissingKey, PendingSale, ProcessingTime};
 
 /// The on-disk layout this binary writes. Bump on any incompatible change of keys or values.
-pub const LAYOUT_VERSION: u32 = 1;
+/// 2: the outbox moved from a column family to segment files ([`outbox`]).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Memtable memory of all column families together.
 pub const MEMTABLE_BYTES: usize = 64 * 1024 * 1024;
 /// The block cache shared by all column families.
@@ -65,9 +68,12 @@ pub const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 const LAYOUT_KEY: &[u8] = b"layout_version";
 const LINEAGE_KEY: &[u8] = b"lineage";
+const OUTBOX_HEAD_KEY: &[u8] = b"outbox_head";
+/// The outbox's segment files, inside the state directory.
+pub const OUTBOX_DIR: &str = "outbox";
 
 /// Column families, in [`Cf`] order.
-const CF_NAMES: [&str; 11] = [
+const CF_NAMES: [&str; 10] = [
     "customers",
     "addresses",
     "items",
@@ -77,7 +83,6 @@ const CF_NAMES: [&str; 11] = [
     "deadlines",
     "offsets",
     "meta",
-    "outbox",
     "sinks",
 ];
 
@@ -92,7 +97,6 @@ enum Cf {
     Deadlines,
     Offsets,
     Meta,
-    Outbox,
     Sinks,
 }
 
@@ -118,23 +122,31 @@ pub enum StateError {
     MissingColumnFamily(&'static str),
     #[error("encoding a value: {0}")]
     Encode(serde_json::Error),
+    #[error("outbox segment {path}: {source}")]
+    Outbox {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt entry in `{cf}`: {reason}")]
     Corrupt { cf: &'static str, reason: String },
 }
 
 /// Pending writes of the current batch: `Some(value)` = put, `None` = delete.
-type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 11];
+type Overlay = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 10];
 
 /// [`JoinState`] over RocksDB with per-batch atomic commits.
 pub struct RocksState {
     db: Arc<DB>,
     overlay: Overlay,
-    /// Outputs of the current batch, in order, back to back in one buffer (its capacity is
-    /// kept from batch to batch: no allocation per output); they get outbox sequence numbers
+    /// The outbox's segment files.
+    outbox: Arc<OutboxLog>,
+    /// Outputs of the current batch, in order, back to back in one buffer, each with its
+    /// segment entry header: the bytes a commit appends (its capacity is kept from batch to
+    /// batch: no allocation per output). They get outbox sequence numbers
     /// `outbox_committed..` at commit.
     outbox_pending: Vec<u8>,
-    /// Where each pending output ends in `outbox_pending`.
-    outbox_ends: Vec<usize>,
+    /// Where each pending entry starts in `outbox_pending`.
+    outbox_starts: Vec<usize>,
     /// The next outbox sequence number after the last commit.
     outbox_committed: u64,
     /// Decoded, rendered rows (see [`cache`]; the versions' entries are kept current by
@@ -175,6 +187,40 @@ fn cf_options(cache: &Cache) -> Options {
     opts
 }
 
+/// Check the stored layout version (and store ours in a new state).
+fn check_layout(db: &DB) -> Result<(), StateError> {
+    let meta = cf_of(db, Cf::Meta)?;
+    match db.get_cf(meta, LAYOUT_KEY)? {
+        None => {
+            // A new state, unless it has data of an older layout that did not record its
+            // version (none did).
+            db.put_cf(meta, LAYOUT_KEY, LAYOUT_VERSION.to_be_bytes())?;
+            Ok(())
+        }
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StateError::Corrupt {
+                    cf: "meta",
+                    reason: "layout version is not 4 bytes".into(),
+                })?;
+            match found {
+                LAYOUT_VERSION => Ok(()),
+                f if f > LAYOUT_VERSION => Err(StateError::NewerLayout {
+                    found: f,
+                    supported: LAYOUT_VERSION,
+                }),
+                f => Err(StateError::UnsupportedLayout(f)),
+            }
+        }
+    }
+}
+
+fn cf_of(db: &DB, cf: Cf) -> Result<&ColumnFamily, StateError> {
+    db.cf_handle(cf.name())
+        .ok_or(StateError::MissingColumnFamily(cf.name()))
+}
+
 impl RocksState {
     /// Open (or create) the state at `path`. Refuses a layout newer than [`LAYOUT_VERSION`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
@@ -194,25 +240,28 @@ impl RocksState {
                 names.push(existing);
             }
         }
-        let descriptors = names.iter().map(|n| {
-            let mut opts = cf_options(&cache);
-            if n == Cf::Outbox.name() {
-                // The outbox is a queue: entries live until the slowest sink has them, then are
-                // deleted. Compressing them on every flush cost a tenth of the engine
-                // benchmark's CPU for data that is read once; the backlog it can hold is bounded
-                // (`max_outbox_lag`), so it is stored as is.
-                opts.set_compression_type(DBCompressionType::None);
-            }
-            ColumnFamilyDescriptor::new(n, opts)
-        });
+        let descriptors = names
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(n, cf_options(&cache)));
         let db = Arc::new(DB::open_cf_descriptors(&db_opts, path, descriptors)?);
-        let outbox_committed = outbox::next_seq(&db)?;
+        // The layout first: an older one has its outbox elsewhere.
+        check_layout(&db)?;
+        let head = match db.get_cf(cf_of(&db, Cf::Meta)?, OUTBOX_HEAD_KEY)? {
+            Some(v) => outbox::Head::decode(&v)?,
+            None => outbox::Head::default(),
+        };
+        let outbox = Arc::new(OutboxLog::open(
+            &path.join(OUTBOX_DIR),
+            head,
+            SEGMENT_BYTES,
+        )?);
         let state = Self {
             db,
             overlay: Default::default(),
+            outbox,
             outbox_pending: Vec::new(),
-            outbox_ends: Vec::new(),
-            outbox_committed,
+            outbox_starts: Vec::new(),
+            outbox_committed: head.next,
             customers: RefCell::default(),
             addresses: RefCell::default(),
             items: RefCell::default(),
@@ -222,35 +271,7 @@ impl RocksState {
             #[cfg(test)]
             _temp_dir: None,
         };
-        state.check_layout()?;
         Ok(state)
-    }
-
-    fn check_layout(&self) -> Result<(), StateError> {
-        let meta = self.cf(Cf::Meta)?;
-        match self.db.get_cf(meta, LAYOUT_KEY)? {
-            None => {
-                self.db
-                    .put_cf(meta, LAYOUT_KEY, LAYOUT_VERSION.to_be_bytes())?;
-                Ok(())
-            }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_slice())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StateError::Corrupt {
-                        cf: "meta",
-                        reason: "layout version is not 4 bytes".into(),
-                    })?;
-                match found {
-                    LAYOUT_VERSION => Ok(()),
-                    f if f > LAYOUT_VERSION => Err(StateError::NewerLayout {
-                        found: f,
-                        supported: LAYOUT_VERSION,
-                    }),
-                    f => Err(StateError::UnsupportedLayout(f)),
-                }
-            }
-        }
     }
 
     /// Write this batch's state changes together with the source positions that produced
@@ -269,9 +290,7 @@ impl RocksState {
             .flat_map(|w| w.iter())
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + PER_ENTRY)
             .sum();
-        let outbox_bytes = self.outbox_pending.len() + (8 + PER_ENTRY) * self.outbox_ends.len();
-        let mut batch =
-            WriteBatch::with_capacity_bytes(overlay_bytes + outbox_bytes + 64 * offsets.len() + 64);
+        let mut batch = WriteBatch::with_capacity_bytes(overlay_bytes + 64 * offsets.len() + 128);
         for (i, writes) in self.overlay.iter().enumerate() {
             if writes.is_empty() {
                 continue;
@@ -288,16 +307,22 @@ impl RocksState {
         for ((stream, shard), seq) in offsets {
             batch.put_cf(cf, keys::offset(stream, shard), seq.as_bytes());
         }
-        let cf = self.cf(Cf::Outbox)?;
-        let mut next = self.outbox_committed;
-        let mut start = 0;
-        for &end in &self.outbox_ends {
-            batch.put_cf(cf, next.to_be_bytes(), &self.outbox_pending[start..end]);
-            start = end;
-            next += 1;
-        }
+        // The outputs to their segment first (synced), then the head that makes them
+        // committed, in the batch (see `outbox`).
+        let appended = if self.outbox_starts.is_empty() {
+            None
+        } else {
+            let appended = self
+                .outbox
+                .append(&self.outbox_pending, &self.outbox_starts)?;
+            batch.put_cf(self.cf(Cf::Meta)?, OUTBOX_HEAD_KEY, appended.head.encode());
+            Some(appended)
+        };
         self.db.write(batch)?;
-        self.outbox_committed = next;
+        if let Some(appended) = appended {
+            self.outbox_committed = appended.head.next;
+            self.outbox.publish(appended);
+        }
         self.clear_overlay();
         Ok(())
     }
@@ -317,27 +342,37 @@ impl RocksState {
             writes.clear();
         }
         self.outbox_pending.clear();
-        self.outbox_ends.clear();
+        self.outbox_starts.clear();
     }
 
     /// Queue an output record (an encoded [`crate::output::OutputRecord`]) of the current
     /// batch: it is committed with the batch's state and offsets, then delivered by the sinks
     /// from the outbox ([`OutboxReader`]).
-    pub fn push_output(&mut self, record: &[u8]) {
-        self.outbox_pending.extend_from_slice(record);
-        self.outbox_ends.push(self.outbox_pending.len());
+    pub fn push_output(&mut self, record: &[u8]) -> Result<(), StateError> {
+        self.push_output_with(|out| {
+            out.extend_from_slice(record);
+            Ok(())
+        })
     }
 
     /// Queue an output record that `write` appends to the buffer it is given (nothing is
     /// queued if it fails).
-    pub fn push_output_with<E>(
+    pub fn push_output_with<E: From<StateError>>(
         &mut self,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let start = self.outbox_pending.len();
-        match write(&mut self.outbox_pending) {
+        let start = outbox::begin_entry(&mut self.outbox_pending);
+        let result = write(&mut self.outbox_pending).and_then(|()| {
+            outbox::end_entry(&mut self.outbox_pending, start).ok_or_else(|| {
+                E::from(StateError::Corrupt {
+                    cf: "outbox",
+                    reason: "an output record over 4 GiB".into(),
+                })
+            })
+        });
+        match result {
             Ok(()) => {
-                self.outbox_ends.push(self.outbox_pending.len());
+                self.outbox_starts.push(start);
                 Ok(())
             }
             Err(e) => {
@@ -349,7 +384,7 @@ impl RocksState {
 
     /// Outputs queued in the current batch.
     pub fn pending_outputs(&self) -> usize {
-        self.outbox_ends.len()
+        self.outbox_starts.len()
     }
 
     /// The outbox sequence number the next committed output gets.
@@ -359,7 +394,7 @@ impl RocksState {
 
     /// A handle for the sinks: reads committed outputs, keeps each sink's cursor.
     pub fn outbox_reader(&self) -> OutboxReader {
-        OutboxReader::new(Arc::clone(&self.db))
+        OutboxReader::new(Arc::clone(&self.db), Arc::clone(&self.outbox))
     }
 
     /// A random id of this state directory, created with it: keeps the object keys of two
@@ -545,6 +580,12 @@ impl RocksState {
             }
             out.push((label, i64::try_from(total).unwrap_or(i64::MAX)));
         }
+        let (segments, bytes) = self.outbox.stats();
+        out.push((
+            "outbox_segments",
+            i64::try_from(segments).unwrap_or(i64::MAX),
+        ));
+        out.push(("outbox_bytes", i64::try_from(bytes).unwrap_or(i64::MAX)));
         out
     }
 

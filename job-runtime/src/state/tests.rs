@@ -517,3 +517,241 @@ fn the_version_cache_follows_writes_commits_and_aborts() {
     assert_eq!(name(&state, 100).as_deref(), Some("v50b"));
     assert_eq!(state.customer_versions(&"C1".into()).unwrap(), [t(50)]);
 }
+
+// ---- the outbox's segment log -----------------------------------------------------------------
+
+/// `n` entries `"<tag>-<i>"` with their headers, as the engine queues them.
+fn entries(tag: &str, n: usize) -> (Vec<u8>, Vec<usize>) {
+    let mut buf = Vec::new();
+    let mut starts = Vec::new();
+    for i in 0..n {
+        let start = outbox::begin_entry(&mut buf);
+        buf.extend_from_slice(format!("{tag}-{i}").as_bytes());
+        outbox::end_entry(&mut buf, start).unwrap();
+        starts.push(start);
+    }
+    (buf, starts)
+}
+
+fn bodies(read: Vec<(u64, Vec<u8>)>) -> Vec<(u64, String)> {
+    read.into_iter()
+        .map(|(seq, v)| (seq, String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn outbox_segments_roll_read_across_and_trim_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny segments: each commit (3 entries of 11 bytes) starts a new one.
+    let log = outbox::OutboxLog::open(dir.path(), outbox::Head::default(), 30).unwrap();
+    let mut head = outbox::Head::default();
+    for tag in ["a", "b", "c"] {
+        let (buf, starts) = entries(tag, 3);
+        let appended = log.append(&buf, &starts).unwrap();
+        head = appended.head;
+        log.publish(appended);
+    }
+    assert_eq!(head.next, 9);
+    assert_eq!(
+        head.segment, 6,
+        "the third commit started the third segment"
+    );
+    assert_eq!(
+        segment_files(dir.path()),
+        [
+            "00000000000000000000.seg",
+            "00000000000000000003.seg",
+            "00000000000000000006.seg"
+        ]
+    );
+    let reader_read = |from, n| bodies(log.read(from, n, usize::MAX).unwrap());
+    // One segment per call; the reader goes on (see `OutboxReader::read`).
+    assert_eq!(
+        reader_read(1, 10),
+        [(1, "a-1".to_string()), (2, "a-2".to_string())]
+    );
+    assert_eq!(reader_read(4, 1), [(4, "b-1".to_string())]);
+    assert!(reader_read(9, 10).is_empty(), "nothing past the head");
+    // Byte limit: at least one entry.
+    assert_eq!(bodies(log.read(6, 10, 1).unwrap()).len(), 1);
+
+    // Trim below 5: only the first segment is wholly below.
+    assert_eq!(log.trim(5).unwrap(), 1);
+    assert_eq!(log.first(), Some(3));
+    assert_eq!(
+        reader_read(0, 10)[0],
+        (3, "b-0".to_string()),
+        "trimmed entries are skipped"
+    );
+    // The last segment is never removed, even when every entry is below.
+    assert_eq!(log.trim(100).unwrap(), 1);
+    assert_eq!(segment_files(dir.path()), ["00000000000000000006.seg"]);
+    drop(log);
+
+    // Reopened at the committed head: the same entries.
+    let log = outbox::OutboxLog::open(dir.path(), head, 30).unwrap();
+    assert_eq!(
+        bodies(log.read(0, 10, usize::MAX).unwrap()),
+        [
+            (6, "c-0".to_string()),
+            (7, "c-1".to_string()),
+            (8, "c-2".to_string())
+        ]
+    );
+}
+
+#[test]
+fn an_outbox_append_without_its_commit_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = outbox::OutboxLog::open(dir.path(), outbox::Head::default(), 40).unwrap();
+    let (buf, starts) = entries("kept", 3);
+    let appended = log.append(&buf, &starts).unwrap();
+    let head = appended.head;
+    log.publish(appended);
+    // Two appends whose RocksDB commit never happened: the second starts a new segment.
+    let (buf, starts) = entries("lost", 3);
+    let lost = log.append(&buf, &starts).unwrap();
+    assert_eq!(lost.head.segment, 3);
+    drop(lost);
+    drop(log);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+
+    let log = outbox::OutboxLog::open(dir.path(), head, 40).unwrap();
+    assert_eq!(segment_files(dir.path()), ["00000000000000000000.seg"]);
+    assert_eq!(
+        std::fs::metadata(dir.path().join("00000000000000000000.seg"))
+            .unwrap()
+            .len(),
+        head.len
+    );
+    assert_eq!(bodies(log.read(0, 10, usize::MAX).unwrap()).len(), 3);
+
+    // An uncommitted append within the last segment is cut back.
+    let (buf, starts) = entries("short", 1);
+    let head = outbox::Head {
+        segment: 0,
+        len: head.len,
+        next: 3,
+    };
+    let log2 = outbox::OutboxLog::open(dir.path(), head, 1 << 20).unwrap();
+    drop(log2.append(&buf, &starts).unwrap());
+    drop(log2);
+    drop(log);
+    let log = outbox::OutboxLog::open(dir.path(), head, 1 << 20).unwrap();
+    assert_eq!(log.read(0, 10, usize::MAX).unwrap().len(), 3);
+}
+
+#[test]
+fn a_damaged_outbox_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = outbox::OutboxLog::open(dir.path(), outbox::Head::default(), 1 << 20).unwrap();
+    let (buf, starts) = entries("x", 3);
+    let appended = log.append(&buf, &starts).unwrap();
+    let head = appended.head;
+    log.publish(appended);
+    drop(log);
+    let path = dir.path().join("00000000000000000000.seg");
+
+    // A flipped byte in an entry: its read fails with the entry's number.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = outbox::OutboxLog::open(dir.path(), head, 1 << 20).unwrap();
+    let err = log.read(2, 1, usize::MAX).unwrap_err().to_string();
+    assert!(err.contains("entry 2: checksum"), "{err}");
+    assert_eq!(log.read(0, 2, usize::MAX).unwrap().len(), 2);
+    drop(log);
+
+    // Shorter than committed (a lost write): refused on open.
+    bytes.truncate(bytes.len() - 2);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = outbox::OutboxLog::open(dir.path(), head, 1 << 20)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("were committed"), "{err}");
+
+    // Missing altogether.
+    std::fs::remove_file(&path).unwrap();
+    let err = outbox::OutboxLog::open(dir.path(), head, 1 << 20)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("is missing"), "{err}");
+}
+
+#[test]
+fn outputs_commit_with_the_state_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    state.push_output(b"one").unwrap();
+    state.push_output(b"two").unwrap();
+    assert_eq!(state.pending_outputs(), 2);
+    assert!(
+        state
+            .outbox_reader()
+            .read(0, 10, usize::MAX)
+            .unwrap()
+            .is_empty()
+    );
+    state.commit(&offsets(&[("sales", "s0", "1")])).unwrap();
+    assert_eq!(state.outbox_next(), 2);
+    // A failed writer queues nothing.
+    let failed: Result<(), StateError> = state.push_output_with(|out| {
+        out.extend_from_slice(b"half");
+        Err(StateError::MissingColumnFamily("test"))
+    });
+    assert!(failed.is_err());
+    state.push_output(b"three").unwrap();
+    state.commit(&offsets(&[("sales", "s0", "2")])).unwrap();
+    // Not committed: lost with the batch, like its offsets.
+    state.push_output(b"lost").unwrap();
+    drop(state);
+
+    let state = RocksState::open(dir.path()).unwrap();
+    assert_eq!(state.offsets().unwrap(), offsets(&[("sales", "s0", "2")]));
+    let state = commit_outputs_reopen(state, dir.path(), &[b"four"]);
+    assert_eq!(state.outbox_next(), 4);
+    let reader = state.outbox_reader();
+    assert_eq!(
+        bodies(reader.read(0, 10, usize::MAX).unwrap()),
+        [
+            (0, "one".to_string()),
+            (1, "two".to_string()),
+            (2, "three".to_string()),
+            (3, "four".to_string())
+        ]
+    );
+    assert_eq!(bodies(reader.range(1, 2).unwrap()).len(), 2);
+    assert_eq!(reader.first().unwrap(), Some(0));
+    // Sequence numbers continue after a reopen, also once everything is trimmed.
+    reader.trim(4).unwrap();
+    drop(reader);
+    let mut state = commit_outputs_reopen(state, dir.path(), &[b"five"]);
+    assert_eq!(state.outbox_next(), 5);
+    state.push_output(b"six").unwrap();
+    state.commit(&BTreeMap::new()).unwrap();
+    assert_eq!(
+        bodies(state.outbox_reader().read(4, 10, usize::MAX).unwrap()),
+        [(4, "five".to_string()), (5, "six".to_string())]
+    );
+}
+
+fn commit_outputs_reopen(mut state: RocksState, dir: &Path, outputs: &[&[u8]]) -> RocksState {
+    for o in outputs {
+        state.push_output(o).unwrap();
+    }
+    state.commit(&BTreeMap::new()).unwrap();
+    drop(state);
+    RocksState::open(dir).unwrap()
+}
