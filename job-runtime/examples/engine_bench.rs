@@ -68,7 +68,8 @@ struct Args {
     /// Commit at least this often, in ms (EngineConfig's default when unset).
     #[arg(long)]
     commit_interval_ms: Option<u64>,
-    /// Where the RocksDB state goes (a fresh temporary folder when unset; must not exist).
+    /// Where the state goes: `run-<n>` folders in it, one per run (a fresh temporary folder
+    /// when unset). A tmpfs folder (`/dev/shm/...`) shows the CPU cost without the disk.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// After each run, compare every committed document with the generator's oracle.
@@ -239,6 +240,7 @@ struct RunResult {
 /// One timed run: a fresh state, every batch through the engine, then the checks.
 fn timed_run(
     args: &Args,
+    run: usize,
     batches: Vec<ShardBatch>,
     items: &BTreeMap<i64, Item>,
     promos: &BTreeMap<i64, Promo>,
@@ -255,8 +257,9 @@ fn timed_run(
     let temp;
     let dir = match &args.dir {
         Some(p) => {
+            let p = p.join(format!("run-{run}"));
             ensure!(!p.exists(), "{} exists: give a fresh folder", p.display());
-            p.clone()
+            p
         }
         None => {
             temp = tempfile::Builder::new()
@@ -416,10 +419,6 @@ fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.batch > 0, "--batch must be positive");
     ensure!(args.runs > 0, "--runs must be positive");
-    ensure!(
-        args.dir.is_none() || args.runs == 1,
-        "--dir keeps one run's state: use it with --runs 1"
-    );
     let gen_cfg = GenConfig {
         seed: args.seed,
         customers: args.customers,
@@ -470,6 +469,7 @@ fn main() -> Result<()> {
         println!("run {run} of {}:", args.runs);
         let r = timed_run(
             &args,
+            run,
             batches.clone(),
             &items,
             &promos,

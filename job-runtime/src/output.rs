@@ -87,14 +87,30 @@ fn get_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The UTC day of an event time.
 pub fn day_of(t: EventTime) -> String {
-    use chrono::Datelike;
+    if let Some(day) = four_digit_day(t) {
+        return day.iter().map(|&b| char::from(b)).collect();
+    }
     match t.to_datetime() {
-        Some(d) if (0..=9999).contains(&d.year()) => {
-            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
-        }
         Some(d) => d.format("%Y-%m-%d").to_string(),
         None => "invalid-date".into(),
     }
+}
+
+/// `YYYY-MM-DD` of a year in 0..=9999 (every real one), without `fmt`.
+fn four_digit_day(t: EventTime) -> Option<[u8; 10]> {
+    use chrono::Datelike;
+    let d = t.to_datetime()?;
+    let year = u32::try_from(d.year()).ok().filter(|y| *y <= 9999)?;
+    let mut out = *b"0000-00-00";
+    for (at, value, width) in [(0, year, 4), (5, d.month(), 2), (8, d.day(), 2)] {
+        let mut v = value;
+        for k in (at..at + width).rev() {
+            // A digit: `v % 10` is below 10.
+            out[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    Some(out)
 }
 
 impl Document {
@@ -164,10 +180,12 @@ impl OutputRecord {
         ids: &DocumentIdTemplate,
     ) -> Result<(), OutputError> {
         let id = doc.document_id(ids);
-        let day = day_of(doc.sale.sale_datetime);
         out.push(TAG_DOCUMENT);
         put_bytes(out, id.as_bytes());
-        put_bytes(out, day.as_bytes());
+        match four_digit_day(doc.sale.sale_datetime) {
+            Some(day) => put_bytes(out, &day),
+            None => put_bytes(out, day_of(doc.sale.sale_datetime).as_bytes()),
+        }
         doc.write_json(out)?;
         Ok(())
     }
@@ -250,5 +268,23 @@ mod tests {
     fn day_is_the_utc_date() {
         let t = EventTime::parse("2020-01-01T23:30:00-02:00").unwrap();
         assert_eq!(day_of(t), "2020-01-02");
+        // The digit writer against chrono's formatting, from year -50 to 10,050.
+        let micros = |y| {
+            chrono::NaiveDate::from_ymd_opt(y, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        };
+        let (first, last) = (micros(-50), micros(10_050));
+        let step = 3_600_000_000 * 37 + 123_456;
+        let mut at = first;
+        while at <= last {
+            let t = EventTime::from_micros(at);
+            let d = t.to_datetime().unwrap();
+            assert_eq!(day_of(t), d.format("%Y-%m-%d").to_string(), "{at}");
+            at += step;
+        }
     }
 }

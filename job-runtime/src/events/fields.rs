@@ -241,12 +241,12 @@ impl<'a> Fields<'a> {
         };
         let text = match self.scalar(field)? {
             Scalar::Null => return Ok(None),
-            Scalar::Str(s) if s.trim().is_empty() => return Ok(None),
+            Scalar::Str(s) if trim(&s).is_empty() => return Ok(None),
             Scalar::Str(s) => s,
             Scalar::Num(n) => Cow::Borrowed(n),
             Scalar::Other => return Err(wrong),
         };
-        let text = text.trim();
+        let text = trim(&text);
         if let Ok(v) = text.parse::<i64>() {
             return Ok(Some(v));
         }
@@ -266,7 +266,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_decimal(&self, field: &'static str) -> Result<Option<Decimal>, DecodeError> {
         let text = match self.scalar(field)? {
             Scalar::Null => return Ok(None),
-            Scalar::Str(s) if s.trim().is_empty() => return Ok(None),
+            Scalar::Str(s) if trim(&s).is_empty() => return Ok(None),
             Scalar::Str(s) => s,
             Scalar::Num(n) => Cow::Borrowed(n),
             Scalar::Other => {
@@ -276,7 +276,7 @@ impl<'a> Fields<'a> {
                 });
             }
         };
-        money::parse_decimal(text.trim())
+        money::parse_decimal(trim(&text))
             .map(Some)
             .ok_or_else(|| DecodeError::InvalidDecimal {
                 field,
@@ -288,7 +288,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn datetime(&self, field: &'static str) -> Result<EventTime, DecodeError> {
         match self.scalar(field)? {
             Scalar::Null => Err(DecodeError::MissingField { field }),
-            Scalar::Str(s) if s.trim().is_empty() => Err(DecodeError::MissingField { field }),
+            Scalar::Str(s) if trim(&s).is_empty() => Err(DecodeError::MissingField { field }),
             Scalar::Str(s) => EventTime::parse(&s).ok_or_else(|| DecodeError::InvalidDatetime {
                 field,
                 value: excerpt(&s),
@@ -305,7 +305,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn date_or_epoch(&self, field: &'static str) -> Result<EventTime, DecodeError> {
         match self.scalar(field)? {
             Scalar::Null => Ok(EventTime::EPOCH),
-            Scalar::Str(s) if s.trim().is_empty() => Ok(EventTime::EPOCH),
+            Scalar::Str(s) if trim(&s).is_empty() => Ok(EventTime::EPOCH),
             Scalar::Str(s) => {
                 EventTime::parse_date_or_datetime(&s).ok_or_else(|| DecodeError::InvalidDatetime {
                     field,
@@ -317,6 +317,15 @@ impl<'a> Fields<'a> {
                 expected: "a date or datetime string",
             }),
         }
+    }
+}
+
+/// `str::trim`, skipping its Unicode scan when both ends are printable ASCII (a whitespace
+/// character is either at most `b' '` or not ASCII).
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(&a), Some(&b)) if (b'!'..0x80).contains(&a) && (b'!'..0x80).contains(&b) => s,
+        _ => s.trim(),
     }
 }
 

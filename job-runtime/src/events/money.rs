@@ -18,6 +18,46 @@ use serde_json::value::RawValue;
 /// `1_000`, ` 1`, more than 28 fractional digits, out of range) is `None`: rounding silently
 /// would make two producers disagree.
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
+    if let Some(d) = parse_plain(text.as_bytes()) {
+        return Some(d);
+    }
+    parse_general(text)
+}
+
+/// The common case in one pass: `-?digits(.digits)?` with at most 18 digits (they fit an
+/// `i64`), not negative zero. `None` sends the text to [`parse_general`], which decides;
+/// where both give a value it is the same, scale included (tested).
+fn parse_plain(b: &[u8]) -> Option<Decimal> {
+    let (negative, digits) = match b.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut mantissa: i64 = 0;
+    let mut count = 0;
+    let mut point = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' if count < 18 => {
+                mantissa = mantissa * 10 + i64::from(c - b'0');
+                count += 1;
+            }
+            b'.' if point.is_none() && i > 0 && i + 1 < digits.len() => point = Some(i),
+            _ => return None,
+        }
+    }
+    if negative && mantissa == 0 {
+        return None;
+    }
+    let scale = point.map_or(0, |p| digits.len() - p - 1);
+    let scale = u32::try_from(scale).ok()?;
+    Decimal::try_new(if negative { -mantissa } else { mantissa }, scale).ok()
+}
+
+/// Any JSON-like number (exponents, more digits).
+fn parse_general(text: &str) -> Option<Decimal> {
     if !is_json_like_number(text) {
         return None;
     }
@@ -102,7 +142,13 @@ pub fn write_decimal(out: &mut Vec<u8>, value: &Decimal) {
         out.push(b'-');
     }
     let mut buf = itoa::Buffer::new();
-    let digits = buf.format(mantissa.unsigned_abs()).as_bytes();
+    // Money fits 64 bits; the 128-bit formatting is several times slower.
+    let magnitude = mantissa.unsigned_abs();
+    let digits = match u64::try_from(magnitude) {
+        Ok(small) => buf.format(small),
+        Err(_) => buf.format(magnitude),
+    }
+    .as_bytes();
     let scale = value.scale() as usize;
     if scale == 0 {
         out.extend_from_slice(digits);
@@ -147,6 +193,91 @@ mod tests {
         }
         // 29 fractional digits cannot be held exactly: rejected, not rounded.
         assert!(parse_decimal("0.00000000000000000000000000001").is_none());
+    }
+
+    /// The one-pass path gives exactly what the general one gives (value, scale and sign:
+    /// `Decimal::serialize` is the representation), and declines what it cannot decide.
+    #[test]
+    fn the_plain_path_agrees_with_the_general_one() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.00",
+            "00",
+            "007.50",
+            "1",
+            "-1",
+            "12.30",
+            "-12.30",
+            "1.",
+            ".5",
+            "-",
+            "-.",
+            "1..2",
+            "1.2.3",
+            "+1",
+            "1e3",
+            " 1",
+            "1 ",
+            "9223372036854775807",
+            "999999999999999999",
+            "-999999999999999999",
+            "9999999999999999999",
+            "0.000000000000000001",
+            "123456789.123456789",
+            "1234567890123456789.5",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        // Every short string over the characters that matter, and random longer ones.
+        let alphabet = ['0', '1', '9', '.', '-', 'e'];
+        let mut frontier = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for t in &frontier {
+                for c in alphabet {
+                    next.push(format!("{t}{c}"));
+                }
+            }
+            texts.extend(next.iter().cloned());
+            frontier = next;
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 22) as usize;
+            let mut t = String::new();
+            let mut y = x;
+            for k in 0..len {
+                let c = match y % 13 {
+                    0 if k == 0 => '-',
+                    1 => '.',
+                    _ => char::from(b'0' + (y % 10) as u8),
+                };
+                t.push(c);
+                y = y.rotate_right(5).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            }
+            texts.push(t);
+        }
+        let mut plain = 0;
+        for t in &texts {
+            let general = parse_general(t).map(|d| d.serialize());
+            match parse_plain(t.as_bytes()) {
+                Some(d) => {
+                    plain += 1;
+                    assert_eq!(Some(d.serialize()), general, "{t:?}");
+                }
+                None => {
+                    // Declined: the general path decides (it may accept: exponents, long).
+                }
+            }
+            assert_eq!(parse_decimal(t).map(|d| d.serialize()), general, "{t:?}");
+        }
+        assert!(plain > 5_000, "the plain path took only {plain} texts");
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! for all families, bloom filters for point lookups. Everything else is RocksDB's default.
 
 mod cache;
+mod filter;
 mod keys;
 mod outbox;
 mod values;
@@ -153,6 +154,8 @@ pub struct RocksState {
     /// [`versions`]).
     customers: RefCell<cache::VersionCache<Shared<Customer>>>,
     addresses: RefCell<cache::VersionCache<Shared<Address>>>,
+    /// Which sale lines may be pending, overlay included ([`filter`]).
+    pending_filter: filter::PendingFilter,
     items: RefCell<cache::RowCache<Shared<Item>>>,
     promos: RefCell<cache::RowCache<Shared<Promo>>>,
     /// Tests only: commit after every write, so that reads are served by RocksDB.
@@ -255,7 +258,7 @@ impl RocksState {
             head,
             SEGMENT_BYTES,
         )?);
-        let state = Self {
+        let mut state = Self {
             db,
             overlay: Default::default(),
             outbox,
@@ -264,6 +267,7 @@ impl RocksState {
             outbox_committed: head.next,
             customers: RefCell::default(),
             addresses: RefCell::default(),
+            pending_filter: filter::PendingFilter::default(),
             items: RefCell::default(),
             promos: RefCell::default(),
             #[cfg(test)]
@@ -271,7 +275,18 @@ impl RocksState {
             #[cfg(test)]
             _temp_dir: None,
         };
+        state.load_pending_filter()?;
         Ok(state)
+    }
+
+    /// Count every committed pending sale into the filter.
+    fn load_pending_filter(&mut self) -> Result<(), StateError> {
+        self.pending_filter.clear();
+        let keys = self.keys_in(Cf::Pending, &[], &[0xff; 64])?;
+        for key in sale_keys(keys, "pending")? {
+            self.pending_filter.added(key);
+        }
+        Ok(())
     }
 
     /// Write this batch's state changes together with the source positions that produced
@@ -330,6 +345,12 @@ impl RocksState {
     /// Discard the uncommitted changes of the current batch.
     pub fn abort(&mut self) {
         self.clear_overlay();
+        // The filter counted the overlay's changes too.
+        if let Err(e) = self.load_pending_filter() {
+            tracing::warn!(error = %e, "reloading the pending filter after an abort failed");
+            // Safe either way: every key "may" be pending until the next successful load.
+            self.pending_filter.saturate();
+        }
         // Conservative: a cached row can never come from the overlay, but an abort is rare.
         self.customers.get_mut().clear();
         self.addresses.get_mut().clear();
@@ -661,16 +682,28 @@ impl JoinState for RocksState {
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {
+        if !self.pending_filter.may_contain(key) {
+            return Ok(None);
+        }
         self.get(Cf::Pending, &keys::sale(key))?
             .map(|v| values::pending(&v))
             .transpose()
     }
     fn put_pending(&mut self, p: PendingSale) -> Result<(), StateError> {
+        let key = p.sale.key();
+        let k = keys::sale(key);
+        if self.get(Cf::Pending, &k)?.is_none() {
+            self.pending_filter.added(key);
+        }
         let value = values::encode(&p)?;
-        self.put(Cf::Pending, keys::sale(p.sale.key()), value)
+        self.put(Cf::Pending, k, value)
     }
     fn remove_pending(&mut self, key: SaleKey) -> Result<(), StateError> {
-        self.delete(Cf::Pending, keys::sale(key))
+        let k = keys::sale(key);
+        if self.get(Cf::Pending, &k)?.is_some() {
+            self.pending_filter.removed(key);
+        }
+        self.delete(Cf::Pending, k)
     }
 
     fn add_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), StateError> {

@@ -755,3 +755,39 @@ fn commit_outputs_reopen(mut state: RocksState, dir: &Path, outputs: &[&[u8]]) -
     drop(state);
     RocksState::open(dir).unwrap()
 }
+
+#[test]
+fn the_pending_filter_follows_puts_removes_aborts_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    let pending = |order| PendingSale {
+        sale: sale(order, 7, "C1", "C1", 100, None),
+        arrived_at: now(0),
+        deadline: now(600_000),
+        waiting_on: MissingKey::Customer("C1".into()),
+    };
+    // Put twice (a replacement), removed once: gone.
+    state.put_pending(pending(1)).unwrap();
+    state.put_pending(pending(1)).unwrap();
+    state.put_pending(pending(2)).unwrap();
+    state.remove_pending(k(1, 7)).unwrap();
+    // Removing an absent line changes nothing.
+    state.remove_pending(k(3, 7)).unwrap();
+    assert_eq!(state.pending(k(1, 7)).unwrap(), None);
+    assert_eq!(state.pending(k(2, 7)).unwrap(), Some(pending(2)));
+    state.commit(&BTreeMap::new()).unwrap();
+
+    // An aborted batch's changes leave the filter too.
+    state.remove_pending(k(2, 7)).unwrap();
+    state.put_pending(pending(4)).unwrap();
+    state.abort();
+    assert_eq!(state.pending(k(2, 7)).unwrap(), Some(pending(2)));
+    assert_eq!(state.pending(k(4, 7)).unwrap(), None);
+    drop(state);
+
+    // Reopened: loaded from the committed lines.
+    let mut state = RocksState::open(dir.path()).unwrap();
+    assert_eq!(state.pending(k(2, 7)).unwrap(), Some(pending(2)));
+    state.remove_pending(k(2, 7)).unwrap();
+    assert_eq!(state.pending(k(2, 7)).unwrap(), None);
+}
