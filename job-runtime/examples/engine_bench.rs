@@ -68,8 +68,9 @@ struct Args {
     /// Commit at least this often, in ms (EngineConfig's default when unset).
     #[arg(long)]
     commit_interval_ms: Option<u64>,
-    /// Where the state goes: `run-<n>` folders in it, one per run (a fresh temporary folder
-    /// when unset). A tmpfs folder (`/dev/shm/...`) shows the CPU cost without the disk.
+    /// Where the state goes: a `run-<n>` folder in it per run, removed after the run (a fresh
+    /// temporary folder when unset). A tmpfs folder (`/dev/shm/...`) shows the CPU cost
+    /// without the disk.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// After each run, compare every committed document with the generator's oracle.
@@ -411,6 +412,11 @@ fn timed_run(
             "{mismatches} documents differ from the oracle"
         );
         println!("verified: every document equals the oracle's");
+    }
+    // Each run's state goes: several runs' worth on tmpfs would take memory from the next.
+    drop(core);
+    if args.dir.is_some() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(RunResult { per_core, per_sec })
 }
