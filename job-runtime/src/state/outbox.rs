@@ -97,23 +97,19 @@ impl Head {
     }
 
     pub(super) fn decode(v: &[u8]) -> Result<Self, StateError> {
-        let bad = || StateError::Corrupt {
+        let v = <[u8; 24]>::try_from(v).map_err(|_| StateError::Corrupt {
             cf: "meta",
             reason: "outbox head is not 24 bytes".into(),
-        };
+        })?;
         let word = |i: usize| {
-            v.get(i * 8..i * 8 + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(bad)
+            let mut w = [0; 8];
+            w.copy_from_slice(&v[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(w)
         };
-        if v.len() != 24 {
-            return Err(bad());
-        }
         Ok(Self {
-            segment: word(0)?,
-            len: word(1)?,
-            next: word(2)?,
+            segment: word(0),
+            len: word(1),
+            next: word(2),
         })
     }
 }
@@ -149,6 +145,19 @@ struct Log {
     /// Segments by first sequence number; the last one is appended to.
     segments: BTreeMap<u64, Segment>,
     head: Head,
+}
+
+impl Log {
+    /// The segments whose every entry is below `below`, never the last one.
+    fn wholly_below(&self, below: u64) -> Vec<u64> {
+        self.segments
+            .iter()
+            .filter(|&(&first, s)| {
+                first != self.head.segment && first + s.starts.len() as u64 <= below
+            })
+            .map(|(&first, _)| first)
+            .collect()
+    }
 }
 
 /// The segment files, shared by the engine (appends) and the sinks (reads, trims).
@@ -437,13 +446,7 @@ impl OutboxLog {
     pub(super) fn trim(&self, below: u64) -> Result<usize, StateError> {
         let doomed: Vec<u64> = {
             let mut log = self.lock();
-            let last = log.head.segment;
-            let doomed: Vec<u64> = log
-                .segments
-                .iter()
-                .filter(|&(&first, s)| first != last && first + s.starts.len() as u64 <= below)
-                .map(|(&first, _)| first)
-                .collect();
+            let doomed = log.wholly_below(below);
             for first in &doomed {
                 log.segments.remove(first);
             }
@@ -598,12 +601,7 @@ impl OutboxReader {
     /// Delete the segments whose every entry is below `below` (every sink's cursor has
     /// passed them). The cursors are synced to disk first (see the module docs).
     pub fn trim(&self, below: u64) -> Result<(), StateError> {
-        let whole_segments_below = {
-            let log = self.log.lock();
-            log.segments.iter().any(|(&first, s)| {
-                first != log.head.segment && first + s.starts.len() as u64 <= below
-            })
-        };
+        let whole_segments_below = !self.log.lock().wholly_below(below).is_empty();
         if whole_segments_below {
             self.db.flush_wal(true)?;
             self.log.trim(below)?;
