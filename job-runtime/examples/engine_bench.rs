@@ -80,6 +80,23 @@ struct Args {
     /// (this machine's figures vary by about a tenth from run to run).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// A `perf record --control fifo:<path>` control FIFO: the benchmark writes `enable` to it
+    /// when the timed part starts and `disable` when it ends, so `perf record -D -1 --control
+    /// fifo:<path> -- engine_bench --perf-control <path>` profiles the timed parts only.
+    #[arg(long)]
+    perf_control: Option<PathBuf>,
+}
+
+/// Tells a waiting `perf record` to start or stop sampling (see `--perf-control`).
+fn perf_control(args: &Args, command: &str) -> Result<()> {
+    if let Some(fifo) = &args.perf_control {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(fifo)
+            .with_context(|| format!("opening {}", fifo.display()))?;
+        std::io::Write::write_all(&mut f, format!("{command}\n").as_bytes())?;
+    }
+    Ok(())
 }
 
 fn config(args: &Args) -> Result<EngineConfig> {
@@ -280,6 +297,7 @@ fn timed_run(
         std::process::id()
     );
     std::io::Write::flush(&mut std::io::stdout())?;
+    perf_control(args, "enable")?;
     let (cpu0, threads0) = cpu_seconds()?;
     let started = Instant::now();
     core.control(Control::Items(items.clone()))?;
@@ -328,6 +346,7 @@ fn timed_run(
     commits += 1;
     let wall = started.elapsed().as_secs_f64();
     let (cpu1, threads1) = cpu_seconds()?;
+    perf_control(args, "disable")?;
     // ---- end of timed part -------------------------------------------------------------------
 
     ensure!(core.held_records() == 0, "sales still held at the end");
