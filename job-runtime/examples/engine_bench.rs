@@ -85,6 +85,10 @@ struct Args {
     /// fifo:<path> -- engine_bench --perf-control <path>` profiles the timed parts only.
     #[arg(long)]
     perf_control: Option<PathBuf>,
+    /// Only time decoding (every record, five times; profiled under `--perf-control`), then
+    /// exit.
+    #[arg(long)]
+    decode_only: bool,
 }
 
 /// Tells a waiting `perf record` to start or stop sampling (see `--perf-control`).
@@ -478,6 +482,19 @@ fn main() -> Result<()> {
     );
     let items: BTreeMap<i64, Item> = rows(&d.items_csv)?;
     let promos: BTreeMap<i64, Promo> = rows(&d.promos_csv)?;
+    if args.decode_only {
+        perf_control(&args, "enable")?;
+        for _ in 0..5 {
+            let (dims, sales) = decode_only(&d);
+            println!(
+                "decoding alone: sales {:.0}/s, dimensions {:.0}/s",
+                d.sale_records.len() as f64 / sales.max(1e-9),
+                (d.customer_records.len() + d.address_records.len()) as f64 / dims.max(1e-9)
+            );
+        }
+        perf_control(&args, "disable")?;
+        return Ok(());
+    }
     let (decode_dims, decode_sales) = decode_only(&d);
     let batches = schedule(&d, args.batch);
     let n_batches = batches.len();

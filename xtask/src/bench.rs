@@ -1,8 +1,9 @@
 //! `cargo xtask bench engine [-- <flags>]`: the engine benchmark
 //! (`job-runtime/examples/engine_bench.rs`), enriched sales per second per core.
 //!
-//! Built in the **dev** profile with the runtime and the CRD crate overridden to `opt-level = 3`
-//! without debug assertions or overflow checks (`--config` on the command line): the
+//! Built in the **dev** profile with the runtime and the CRD crate overridden to `opt-level = 3`,
+//! one codegen unit (more inlining across the runtime's modules), without debug assertions or
+//! overflow checks (`--config` on the command line): the
 //! dependencies (RocksDB, serde_json, arrow, ...) are already optimised in dev (workspace
 //! `Cargo.toml`), and the `release` / `bench` profiles or a custom one would each rebuild
 //! RocksDB's C++ in their own target folder (about 25 minutes here). The overridden crates get
@@ -36,6 +37,7 @@ pub fn run(ctx: &Ctx, what: What) -> Result<()> {
             for krate in OPTIMISED {
                 for setting in [
                     "opt-level=3",
+                    "codegen-units=1",
                     "debug-assertions=false",
                     "overflow-checks=false",
                 ] {

@@ -66,11 +66,19 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// The index after the closing quote of the string starting at `start`, and whether it has
 /// escapes. Control characters and `\u` escapes are left to serde_json (`None`).
 fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
-    // Byte by byte: a record's strings are short (ids, codes, names), where a `memchr` call
-    // costs more than it saves.
     let mut i = start + 1;
     let mut escaped = false;
     loop {
+        // Eight bytes at a time to the next byte that needs a look: most strings of a record
+        // (keys, codes, amounts) have none before their closing quote.
+        while let Some(word) = b.get(i..i + 8) {
+            let stop = stops(u64::from_le_bytes(word.try_into().ok()?));
+            if stop != 0 {
+                i += (stop.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
         match *b.get(i)? {
             b'"' => return Some((i + 1, escaped)),
             b'\\' => match *b.get(i + 1)? {
@@ -84,6 +92,22 @@ fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
             _ => i += 1,
         }
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` (little-endian) that is a quote, a backslash or a control
+/// character, exact up to and including the lowest such byte (above it, a borrow may mark more
+/// bytes: only the lowest is used). `x - 1` borrows into bit 7 of a byte only from a zero byte;
+/// `v - 0x20` sets it for `v < 0x20` and `v >= 0xa0`, and `!w` keeps only bytes below `0x80`.
+fn stops(w: u64) -> u64 {
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    ((quote.wrapping_sub(ONES) & !quote)
+        | (backslash.wrapping_sub(ONES) & !backslash)
+        | (w.wrapping_sub(ONES * 0x20) & !w))
+        & HIGHS
 }
 
 /// The index after the number starting at `start`:
@@ -188,6 +212,48 @@ mod tests {
             assert!(flat_object(other.as_bytes()).is_none(), "{other:?}");
         }
         assert!(flat_object(b"{\"a\":\"\xff\"}").is_none());
+    }
+
+    /// The word-at-a-time search stops where a byte-by-byte one does, for every byte value at
+    /// every position of a word and after every other byte value.
+    #[test]
+    fn stops_at_the_first_quote_backslash_or_control_byte() {
+        let first_stop = |w: &[u8; 8]| w.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        for lead in 0..=255u8 {
+            for v in 0..=255u8 {
+                for pos in 0..8 {
+                    let mut w = [b'a'; 8];
+                    w[pos] = v;
+                    if pos > 0 {
+                        w[pos - 1] = lead;
+                    }
+                    let m = stops(u64::from_le_bytes(w));
+                    let found = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, first_stop(&w), "{w:?}");
+                }
+            }
+        }
+        // Strings across word boundaries, with escapes and multi-byte characters.
+        for len in 0..40 {
+            for stop in [b'"', b'\\', 0x01] {
+                let mut s = vec![b'"'];
+                s.extend((0..len).map(|k| {
+                    if k % 5 == 4 {
+                        0xc3
+                    } else {
+                        b'a' + (k % 26) as u8
+                    }
+                }));
+                s.push(stop);
+                s.extend_from_slice(b"n\"");
+                let expected = match stop {
+                    b'"' => Some((len + 2, false)),
+                    b'\\' => Some((len + 4, true)),
+                    _ => None,
+                };
+                assert_eq!(string_end(&s, 0), expected, "{len} {stop}");
+            }
+        }
     }
 
     /// Every single-byte change of a real record, at every position: whatever the fast path

@@ -24,9 +24,11 @@
 //!
 //! # Atomicity and crashes
 //!
-//! A commit (1) appends its entries to the segment and syncs the file (`fdatasync`; a new
-//! segment also syncs the folder), then (2) writes the `WriteBatch` with the new head. Until
-//! (2) the appended bytes are past the committed end and count for nothing. On open, the last
+//! A batch's entries are written after the committed end as the batch fills (a few hundred
+//! KiB at a time, see `WRITE_BEHIND_BYTES` in [`super`]). Its commit (1) writes the rest and
+//! syncs the file (`fdatasync`; a new segment also syncs the folder), then (2) writes the
+//! `WriteBatch` with the new head. Until (2) the written bytes are past the committed end and
+//! count for nothing (an aborted batch's are overwritten by the next). On open, the last
 //! segment is cut back to the committed length and segments started after it are deleted: a
 //! crash between (1) and (2) leaves no trace. Because (1) is synced before (2), a machine
 //! crash that loses the last RocksDB commits (the WAL is not synced, see the module docs of
@@ -169,7 +171,18 @@ pub(super) struct OutboxLog {
     log: Mutex<Log>,
 }
 
-/// Appended by [`OutboxLog::append`], not committed yet: what [`OutboxLog::publish`] makes
+/// A batch's entries being written after the committed end ([`OutboxLog::begin`]).
+pub(super) struct Batch {
+    /// Where the batch's bytes start: the committed head, or a new segment's start.
+    at: Head,
+    /// Whether `file` is a segment this batch started.
+    new_file: bool,
+    file: Arc<File>,
+    /// Bytes written so far.
+    written: u64,
+}
+
+/// Appended by [`OutboxLog::finish`], not committed yet: what [`OutboxLog::publish`] makes
 /// visible once the head is in RocksDB.
 pub(super) struct Appended {
     pub head: Head,
@@ -314,10 +327,10 @@ impl OutboxLog {
         Ok(Arc::new(file))
     }
 
-    /// Append `bytes` (entries back to back, each with its header; `starts` are their offsets
-    /// in `bytes`) after the committed end and sync them. Nothing is visible until
-    /// [`OutboxLog::publish`]; an append that is never published is overwritten by the next.
-    pub(super) fn append(&self, bytes: &[u8], starts: &[usize]) -> Result<Appended, StateError> {
+    /// Start appending a batch's entries after the committed end: in the last segment, or in a
+    /// new one once the last holds `segment_bytes`. Nothing is visible until
+    /// [`OutboxLog::publish`]; a batch that is never published is overwritten by the next.
+    pub(super) fn begin(&self) -> Result<Batch, StateError> {
         let (head, file) = {
             let log = self.lock();
             let file = log
@@ -326,32 +339,72 @@ impl OutboxLog {
                 .map(|s| Arc::clone(&s.file));
             (log.head, file)
         };
-        let (mut new, new_file, file) = if head.len >= self.segment_bytes && !starts.is_empty() {
+        if head.len >= self.segment_bytes {
             let file = self.create(head.next)?;
-            let new = Head {
-                segment: head.next,
-                len: 0,
-                next: head.next,
-            };
-            (new, Some(Arc::clone(&file)), file)
-        } else {
-            let file = file.ok_or_else(|| corrupt("the last segment is not open".into()))?;
-            (head, None, file)
-        };
-        let path = self.segment_path(new.segment);
-        if !bytes.is_empty() {
-            file.write_all_at(bytes, new.len)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| io_err(&path, e))?;
+            return Ok(Batch {
+                at: Head {
+                    segment: head.next,
+                    len: 0,
+                    next: head.next,
+                },
+                new_file: true,
+                file,
+                written: 0,
+            });
         }
-        let base = new.len;
-        new.len += bytes.len() as u64;
-        new.next += starts.len() as u64;
-        Ok(Appended {
-            head: new,
-            new_file,
-            starts: starts.iter().map(|&s| base + s as u64).collect(),
+        let file = file.ok_or_else(|| corrupt("the last segment is not open".into()))?;
+        Ok(Batch {
+            at: head,
+            new_file: false,
+            file,
+            written: 0,
         })
+    }
+
+    /// Write `bytes` (whole entries, each with its header) after what `batch` wrote so far.
+    /// Not synced: [`OutboxLog::finish`] does that.
+    pub(super) fn write(&self, batch: &mut Batch, bytes: &[u8]) -> Result<(), StateError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        batch
+            .file
+            .write_all_at(bytes, batch.at.len + batch.written)
+            .map_err(|e| io_err(&self.segment_path(batch.at.segment), e))?;
+        batch.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Sync what `batch` wrote: its entries start at `starts` (offsets in the batch's bytes).
+    /// The result is made visible by [`OutboxLog::publish`] once its head is committed.
+    pub(super) fn finish(&self, batch: Batch, starts: &[usize]) -> Result<Appended, StateError> {
+        let Batch {
+            at,
+            new_file,
+            file,
+            written,
+        } = batch;
+        if written > 0 {
+            file.sync_data()
+                .map_err(|e| io_err(&self.segment_path(at.segment), e))?;
+        }
+        Ok(Appended {
+            head: Head {
+                segment: at.segment,
+                len: at.len + written,
+                next: at.next + starts.len() as u64,
+            },
+            new_file: new_file.then_some(file),
+            starts: starts.iter().map(|&s| at.len + s as u64).collect(),
+        })
+    }
+
+    /// [`OutboxLog::begin`], [`OutboxLog::write`] and [`OutboxLog::finish`] in one.
+    #[cfg(test)]
+    pub(super) fn append(&self, bytes: &[u8], starts: &[usize]) -> Result<Appended, StateError> {
+        let mut batch = self.begin()?;
+        self.write(&mut batch, bytes)?;
+        self.finish(batch, starts)
     }
 
     /// Make an append visible: its head is committed.
