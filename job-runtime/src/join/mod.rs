@@ -56,10 +56,12 @@
 //! Column families and keys (integers big-endian with the sign bit flipped, so byte order is
 //! numeric order; strings length-prefixed so a prefix never matches a longer id):
 //! `customers`: `id | event_time` -> customer (all versions of an id are read with one seek
-//! into a decoded, rendered cache entry that writes keep current; `customer_at` is then a
-//! binary search; compaction deletes the older keys),
+//! into a decoded, rendered cache entry that writes keep current, and with none for an id a
+//! filter proves unseen; `customer_at` is then a binary search; compaction deletes the older
+//! keys),
 //! `addresses` likewise, `items` / `promos`: `id` -> row, `pending`: `order_id | item_id` ->
-//! pending sale, `waiting`: `kind | id | order_id | item_id` -> empty (prefix scan), `deadlines`:
+//! pending sale, `waiting`: `kind | id | order_id | item_id` -> empty (prefix scan, skipped
+//! when a counting filter over `kind | id` proves that no sale waits), `deadlines`:
 //! `deadline_ms | order_id | item_id` -> empty (iterate up to `now`), and `offsets`:
 //! `stream | shard` -> sequence number, all written in one `WriteBatch` per input batch so
 //! offsets only move together with the state they produced.

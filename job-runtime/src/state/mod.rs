@@ -18,6 +18,16 @@
 //! nothing committed; a machine crash may lose the last batches, but always whole batches
 //! with their offsets (the WAL replays a consistent prefix), so the sources replay them.
 //!
+//! # Filters
+//!
+//! Three reads of the join almost always find nothing: whether a sale line is already pending,
+//! which sales wait for a dimension or reference key that just arrived, and the versions of a
+//! customer or address id seen for the first time. In-memory filters (module `filter`) prove
+//! most of those absences without a RocksDB look-up or iterator. Writes keep them current
+//! (overlay included), an abort reloads the counting ones, and [`RocksState::open`] builds them
+//! with one key scan of `pending`, `waiting`, `customers` and `addresses` (so opening takes
+//! time in proportion to the stored keys).
+//!
 //! # Compaction
 //!
 //! Version compaction deletes the dropped versions key by key (it counts them anyway, and a
@@ -50,7 +60,7 @@ use std::sync::Arc;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
-    WriteBatch,
+    ReadOptions, WriteBatch,
 };
 
 use crate::events::{
@@ -165,7 +175,13 @@ pub struct RocksState {
     customers: RefCell<cache::VersionCache<Shared<Customer>>>,
     addresses: RefCell<cache::VersionCache<Shared<Address>>>,
     /// Which sale lines may be pending, overlay included ([`filter`]).
-    pending_filter: filter::PendingFilter,
+    pending_filter: filter::CountingFilter,
+    /// Which missing keys may have sales waiting for them, overlay included ([`filter`]).
+    waiting_filter: filter::CountingFilter,
+    /// Which customer / address ids may have versions, overlay included (see [`filter`] and
+    /// [`versions`]).
+    customer_ids: filter::BitFilter,
+    address_ids: filter::BitFilter,
     items: RefCell<cache::RowCache<Shared<Item>>>,
     promos: RefCell<cache::RowCache<Shared<Promo>>>,
     /// Tests only: commit after every write, so that reads are served by RocksDB.
@@ -279,7 +295,10 @@ impl RocksState {
             outbox_committed: head.next,
             customers: RefCell::default(),
             addresses: RefCell::default(),
-            pending_filter: filter::PendingFilter::default(),
+            pending_filter: filter::CountingFilter::default(),
+            waiting_filter: filter::CountingFilter::default(),
+            customer_ids: filter::BitFilter::default(),
+            address_ids: filter::BitFilter::default(),
             items: RefCell::default(),
             promos: RefCell::default(),
             #[cfg(test)]
@@ -287,16 +306,48 @@ impl RocksState {
             #[cfg(test)]
             _temp_dir: None,
         };
-        state.load_pending_filter()?;
+        state.load_counting_filters()?;
+        state.load_version_filters()?;
         Ok(state)
     }
 
-    /// Count every committed pending sale into the filter.
-    fn load_pending_filter(&mut self) -> Result<(), StateError> {
+    /// Count every committed pending sale and waiting index entry into their filters. Called
+    /// when the overlay is empty (at open and after an abort), so the filters then count
+    /// exactly the committed state.
+    fn load_counting_filters(&mut self) -> Result<(), StateError> {
         self.pending_filter.clear();
-        let keys = self.keys_in(Cf::Pending, &[], &[0xff; 64])?;
-        for key in sale_keys(keys, "pending")? {
-            self.pending_filter.added(key);
+        self.waiting_filter.clear();
+        let short = |cf: Cf| StateError::Corrupt {
+            cf: cf.name(),
+            reason: "short key".into(),
+        };
+        scan_keys(&self.db, Cf::Pending, |k| {
+            let key = keys::sale_suffix(k).ok_or_else(|| short(Cf::Pending))?;
+            self.pending_filter.added(filter::sale_hash(key));
+            Ok(())
+        })?;
+        scan_keys(&self.db, Cf::Waiting, |k| {
+            let on = waiting_prefix(k).ok_or_else(|| short(Cf::Waiting))?;
+            self.waiting_filter.added(filter::bytes_hash(on));
+            Ok(())
+        })
+    }
+
+    /// Mark the id of every committed customer and address version (bits are only ever set,
+    /// so this runs at open only).
+    fn load_version_filters(&mut self) -> Result<(), StateError> {
+        for (cf, ids) in [
+            (Cf::Customers, &mut self.customer_ids),
+            (Cf::Addresses, &mut self.address_ids),
+        ] {
+            scan_keys(&self.db, cf, |k| {
+                let (id, _) = keys::get_str(k).ok_or_else(|| StateError::Corrupt {
+                    cf: cf.name(),
+                    reason: "version key without an id".into(),
+                })?;
+                ids.insert(versions::id_hash(id));
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -360,11 +411,13 @@ impl RocksState {
     /// Discard the uncommitted changes of the current batch.
     pub fn abort(&mut self) {
         self.clear_overlay();
-        // The filter counted the overlay's changes too.
-        if let Err(e) = self.load_pending_filter() {
-            tracing::warn!(error = %e, "reloading the pending filter after an abort failed");
-            // Safe either way: every key "may" be pending until the next successful load.
+        // The counting filters counted the overlay's changes too. (The version id filters
+        // keep the bits of the discarded writes: false positives, which only cost a seek.)
+        if let Err(e) = self.load_counting_filters() {
+            tracing::warn!(error = %e, "reloading the counting filters after an abort failed");
+            // Safe either way: every key "may" be present until the next successful load.
             self.pending_filter.saturate();
+            self.waiting_filter.saturate();
         }
         // Conservative: a cached row can never come from the overlay, but an abort is rare.
         self.customers.get_mut().clear();
@@ -653,6 +706,45 @@ impl RocksState {
     }
 }
 
+/// Call `f` with every committed key of `cf`, ascending (without filling the block cache: a
+/// full scan at open would evict the working set).
+fn scan_keys(
+    db: &DB,
+    cf: Cf,
+    mut f: impl FnMut(&[u8]) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let mut opts = ReadOptions::default();
+    opts.fill_cache(false);
+    let mut it = db.raw_iterator_cf_opt(cf_of(db, cf)?, opts);
+    it.seek_to_first();
+    while let Some(k) = it.key() {
+        f(k)?;
+        it.next();
+    }
+    it.status()?;
+    Ok(())
+}
+
+/// The waiting filter's hash of a waiting index key: that of its missing key, as
+/// [`RocksState::load_counting_filters`] computes it.
+fn waiting_hash(key: &[u8]) -> Result<u64, StateError> {
+    waiting_prefix(key)
+        .map(filter::bytes_hash)
+        .ok_or_else(|| StateError::Corrupt {
+            cf: Cf::Waiting.name(),
+            reason: "short key".into(),
+        })
+}
+
+/// The missing key (`kind | id`, [`keys::missing`]) of a waiting index key: all but its last
+/// 16 bytes, the sale key.
+fn waiting_prefix(key: &[u8]) -> Option<&[u8]> {
+    key.len()
+        .checked_sub(16)
+        .filter(|&n| n > 0)
+        .map(|n| &key[..n])
+}
+
 fn sale_keys(keys: Vec<Vec<u8>>, cf: &'static str) -> Result<Vec<SaleKey>, StateError> {
     keys.iter()
         .map(|k| {
@@ -719,7 +811,7 @@ impl JoinState for RocksState {
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {
-        if !self.pending_filter.may_contain(key) {
+        if !self.pending_filter.may_contain(filter::sale_hash(key)) {
             return Ok(None);
         }
         self.get(Cf::Pending, &keys::sale(key))?
@@ -728,28 +820,47 @@ impl JoinState for RocksState {
     }
     fn put_pending(&mut self, p: PendingSale) -> Result<(), StateError> {
         let key = p.sale.key();
-        let k = keys::sale(key);
-        if self.get(Cf::Pending, &k)?.is_none() {
-            self.pending_filter.added(key);
+        let (k, hash) = (keys::sale(key), filter::sale_hash(key));
+        // A zero counter proves the line absent, without the look-up.
+        if !self.pending_filter.may_contain(hash) || self.get(Cf::Pending, &k)?.is_none() {
+            self.pending_filter.added(hash);
         }
         let value = values::encode(&p)?;
         self.put(Cf::Pending, k, value)
     }
     fn remove_pending(&mut self, key: SaleKey) -> Result<(), StateError> {
         let k = keys::sale(key);
-        if self.get(Cf::Pending, &k)?.is_some() {
-            self.pending_filter.removed(key);
+        let hash = filter::sale_hash(key);
+        if self.pending_filter.may_contain(hash) && self.get(Cf::Pending, &k)?.is_some() {
+            self.pending_filter.removed(hash);
         }
         self.delete(Cf::Pending, k)
     }
 
     fn add_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), StateError> {
-        self.put(Cf::Waiting, keys::waiting(on, key), Vec::new())
+        let k = keys::waiting(on, key);
+        let hash = waiting_hash(&k)?;
+        // A zero counter proves the entry absent, without the look-up.
+        if !self.waiting_filter.may_contain(hash) || self.get(Cf::Waiting, &k)?.is_none() {
+            self.waiting_filter.added(hash);
+        }
+        self.put(Cf::Waiting, k, Vec::new())
     }
     fn remove_waiting(&mut self, on: &MissingKey, key: SaleKey) -> Result<(), StateError> {
-        self.delete(Cf::Waiting, keys::waiting(on, key))
+        let k = keys::waiting(on, key);
+        let hash = waiting_hash(&k)?;
+        if self.waiting_filter.may_contain(hash) && self.get(Cf::Waiting, &k)?.is_some() {
+            self.waiting_filter.removed(hash);
+        }
+        self.delete(Cf::Waiting, k)
     }
     fn waiting_on(&self, on: &MissingKey) -> Result<Vec<SaleKey>, StateError> {
+        if !self
+            .waiting_filter
+            .may_contain(filter::bytes_hash(&keys::missing(on)))
+        {
+            return Ok(Vec::new());
+        }
         let lo = keys::waiting(on, keys::SALE_MIN);
         let hi = keys::waiting(on, keys::SALE_MAX);
         sale_keys(self.keys_in(Cf::Waiting, &lo, &hi)?, "waiting")

@@ -791,3 +791,130 @@ fn the_pending_filter_follows_puts_removes_aborts_and_reopens() {
     state.remove_pending(k(2, 7)).unwrap();
     assert_eq!(state.pending(k(2, 7)).unwrap(), None);
 }
+
+#[test]
+fn the_waiting_filter_follows_adds_removes_commits_aborts_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    let c1 = MissingKey::Customer("C1".into());
+    let a1 = MissingKey::Address("A1".into());
+    let i7 = MissingKey::Item(7);
+    // Whether the filter proves that nothing waits on `on` (no iterator is opened).
+    let filtered = |s: &RocksState, on: &MissingKey| {
+        !s.waiting_filter
+            .may_contain(filter::bytes_hash(&keys::missing(on)))
+    };
+    assert!(filtered(&state, &c1));
+    assert!(state.waiting_on(&c1).unwrap().is_empty());
+
+    // The same entry added twice counts once; removing absent entries counts nothing.
+    state.add_waiting(&c1, k(1, 7)).unwrap();
+    state.add_waiting(&c1, k(1, 7)).unwrap();
+    state.add_waiting(&c1, k(2, 7)).unwrap();
+    state.add_waiting(&i7, k(3, 7)).unwrap();
+    state.remove_waiting(&c1, k(1, 7)).unwrap();
+    state.remove_waiting(&c1, k(9, 9)).unwrap();
+    state.remove_waiting(&a1, k(2, 7)).unwrap();
+    assert_eq!(state.waiting_on(&c1).unwrap(), [k(2, 7)]);
+    assert_eq!(state.waiting_on(&i7).unwrap(), [k(3, 7)]);
+    state.remove_waiting(&c1, k(2, 7)).unwrap();
+    assert!(filtered(&state, &c1), "back to zero");
+    assert!(state.waiting_on(&c1).unwrap().is_empty());
+    state.add_waiting(&c1, k(2, 7)).unwrap();
+    state.commit(&BTreeMap::new()).unwrap();
+    assert_eq!(state.waiting_on(&c1).unwrap(), [k(2, 7)]);
+
+    // An aborted batch: its add is not reported waiting, its remove is undone.
+    state.add_waiting(&a1, k(4, 7)).unwrap();
+    state.remove_waiting(&c1, k(2, 7)).unwrap();
+    assert_eq!(state.waiting_on(&a1).unwrap(), [k(4, 7)]);
+    assert!(state.waiting_on(&c1).unwrap().is_empty());
+    state.abort();
+    assert!(filtered(&state, &a1));
+    assert!(state.waiting_on(&a1).unwrap().is_empty());
+    assert_eq!(state.waiting_on(&c1).unwrap(), [k(2, 7)]);
+    drop(state);
+
+    // Reopened: counted from the committed entries (which then count down to zero).
+    let mut state = RocksState::open(dir.path()).unwrap();
+    assert_eq!(state.waiting_on(&c1).unwrap(), [k(2, 7)]);
+    assert_eq!(state.waiting_on(&i7).unwrap(), [k(3, 7)]);
+    assert!(filtered(&state, &a1));
+    state.remove_waiting(&c1, k(2, 7)).unwrap();
+    assert!(filtered(&state, &c1));
+    assert!(state.waiting_on(&c1).unwrap().is_empty());
+    assert!(!filtered(&state, &i7));
+}
+
+#[test]
+fn the_version_id_filter_skips_unseen_ids_and_follows_aborts_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    let name = |s: &RocksState, id: &str, at: i64| {
+        s.customer_at(&id.into(), t(at))
+            .unwrap()
+            .and_then(|c| c.last_name.clone())
+    };
+    let city = |s: &RocksState, id: &str| {
+        s.first_address(&id.into())
+            .unwrap()
+            .and_then(|a| a.city.clone())
+    };
+    // Whether the filter lets a read of the id open an iterator.
+    let customer_seen =
+        |s: &RocksState, id: &str| s.customer_ids.may_contain(versions::id_hash(id));
+    let address_seen = |s: &RocksState, id: &str| s.address_ids.may_contain(versions::id_hash(id));
+
+    // Never seen: no versions, answered by the filter.
+    assert!(!customer_seen(&state, "C1"));
+    assert_eq!(name(&state, "C1", 100), None);
+    // The empty entry that read cached takes the next write in place.
+    state.put_customer(customer("C1", "A1", 10, "v10")).unwrap();
+    assert!(customer_seen(&state, "C1"));
+    assert_eq!(name(&state, "C1", 100).as_deref(), Some("v10"));
+
+    // Aborted: the bits stay (false positives), the versions are gone.
+    state.put_customer(customer("C2", "A2", 0, "lost")).unwrap();
+    state.put_address(address("A2", 0, "Lost")).unwrap();
+    state.abort();
+    assert!(customer_seen(&state, "C2") && address_seen(&state, "A2"));
+    assert_eq!(name(&state, "C2", 100), None);
+    assert_eq!(city(&state, "A2"), None);
+    assert_eq!(name(&state, "C1", 100), None, "never committed");
+
+    // Committed, reopened: the ids are marked from the stored keys.
+    state.put_customer(customer("C1", "A1", 10, "v10")).unwrap();
+    state.put_address(address("A1", 0, "Springfield")).unwrap();
+    state.commit(&BTreeMap::new()).unwrap();
+    drop(state);
+    let mut state = RocksState::open(dir.path()).unwrap();
+    assert!(customer_seen(&state, "C1") && address_seen(&state, "A1"));
+    assert!(!customer_seen(&state, "C2") && !address_seen(&state, "A2"));
+    assert!(!customer_seen(&state, "A1"), "one filter per type");
+    assert_eq!(name(&state, "C1", 100).as_deref(), Some("v10"));
+    assert_eq!(city(&state, "A1").as_deref(), Some("Springfield"));
+    assert_eq!(name(&state, "C3", 100), None);
+    // A later version of a reopened id joins the loaded ones.
+    state.put_customer(customer("C1", "A1", 20, "v20")).unwrap();
+    assert_eq!(name(&state, "C1", 15).as_deref(), Some("v10"));
+    assert_eq!(name(&state, "C1", 25).as_deref(), Some("v20"));
+}
+
+#[test]
+fn a_corrupt_key_scanned_at_open_is_reported() {
+    for cf in [Cf::Customers, Cf::Waiting] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let state = RocksState::open(dir.path()).unwrap();
+            state
+                .db
+                .put_cf(state.cf(cf).unwrap(), [0, 0, 0, 9, b'x'], [])
+                .unwrap();
+        }
+        let err = RocksState::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, StateError::Corrupt { cf: name, .. } if *name == cf.name()),
+            "{err}"
+        );
+    }
+}

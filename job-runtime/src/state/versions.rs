@@ -7,11 +7,20 @@
 //! an id that is not cached is loaded on its next read, from RocksDB merged with the overlay.
 //! A commit therefore leaves the cache valid as it is, and an abort (the only way overlay
 //! writes disappear) clears it. Reads and compaction of a cached id touch no RocksDB iterator.
+//!
+//! An id that is not cached is looked up in the type's id filter ([`super::filter`]) first:
+//! the first version of every customer and address reads the id's versions before storing it,
+//! and for an id never seen that read would open an iterator to find nothing. A write sets
+//! the id's bit before it reaches the overlay, and [`RocksState::open`] sets the bits of every
+//! stored id, so a clear bit proves the id has no version, committed or in the overlay (none
+//! is ever deleted down to zero: compaction keeps the newest). Bits are never cleared: an
+//! aborted write leaves its bit set, a false positive that only costs the seek.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::cache::{self, VersionCache, Versions};
+use super::filter::{self, BitFilter};
 use super::{Cf, RocksState, StateError, keys, values};
 use crate::events::{Address, Customer, EventTime, Render, Shared};
 
@@ -19,6 +28,9 @@ use crate::events::{Address, Customer, EventTime, Render, Shared};
 pub(super) trait Versioned: Render + Sized {
     const CF: Cf;
     fn cache(state: &RocksState) -> &RefCell<VersionCache<Shared<Self>>>;
+    /// The ids that may have versions.
+    fn ids(state: &RocksState) -> &BitFilter;
+    fn ids_mut(state: &mut RocksState) -> &mut BitFilter;
     fn decode(bytes: &[u8]) -> Result<Shared<Self>, StateError>;
     fn id(&self) -> &str;
     fn time(&self) -> EventTime;
@@ -28,6 +40,12 @@ impl Versioned for Customer {
     const CF: Cf = Cf::Customers;
     fn cache(state: &RocksState) -> &RefCell<VersionCache<Shared<Self>>> {
         &state.customers
+    }
+    fn ids(state: &RocksState) -> &BitFilter {
+        &state.customer_ids
+    }
+    fn ids_mut(state: &mut RocksState) -> &mut BitFilter {
+        &mut state.customer_ids
     }
     fn decode(bytes: &[u8]) -> Result<Shared<Self>, StateError> {
         values::shared_customer(bytes)
@@ -45,6 +63,12 @@ impl Versioned for Address {
     fn cache(state: &RocksState) -> &RefCell<VersionCache<Shared<Self>>> {
         &state.addresses
     }
+    fn ids(state: &RocksState) -> &BitFilter {
+        &state.address_ids
+    }
+    fn ids_mut(state: &mut RocksState) -> &mut BitFilter {
+        &mut state.address_ids
+    }
     fn decode(bytes: &[u8]) -> Result<Shared<Self>, StateError> {
         values::shared_address(bytes)
     }
@@ -54,6 +78,11 @@ impl Versioned for Address {
     fn time(&self) -> EventTime {
         self.address_datetime
     }
+}
+
+/// The id filters' hash of an id.
+pub(super) fn id_hash(id: &str) -> u64 {
+    filter::bytes_hash(id.as_bytes())
 }
 
 fn key_time(cf: Cf, key: &[u8]) -> Result<i64, StateError> {
@@ -75,7 +104,12 @@ impl RocksState {
         if let Some(v) = T::cache(self).borrow().get(id) {
             return Ok(v);
         }
-        let versions = Arc::new(self.load_versions::<T>(id)?);
+        // Cached either way (an empty entry too): the id's next write updates it in place.
+        let versions = if T::ids(self).may_contain(id_hash(id)) {
+            Arc::new(self.load_versions::<T>(id)?)
+        } else {
+            Arc::new(Vec::new())
+        };
         T::cache(self)
             .borrow_mut()
             .insert(id, Arc::clone(&versions));
@@ -129,6 +163,8 @@ impl RocksState {
         let row = Shared::new(row).map_err(StateError::Encode)?;
         let at = row.time().as_micros();
         let key = keys::version(row.id(), at);
+        // Before the write: in write-through tests it is committed at once.
+        T::ids_mut(self).insert(id_hash(row.id()));
         self.put(T::CF, key, row.json().to_vec())?;
         let mut cache = T::cache(self).borrow_mut();
         if let Some(versions) = cache.get_mut(row.id()) {
