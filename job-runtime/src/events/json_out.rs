@@ -26,12 +26,14 @@ impl<'a> Obj<'a> {
         Self { out, first: true }
     }
 
-    /// `"key":` (keys are plain snake_case: nothing to escape).
+    /// `"key":` (keys are plain snake_case: nothing to escape). Inlined, so that each key is
+    /// a copy of known length (no `memcpy` call).
+    #[inline(always)]
     fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !self.first {
+        self.out.reserve(key.len() + 4);
+        if !std::mem::take(&mut self.first) {
             self.out.push(b',');
         }
-        self.first = false;
         self.out.push(b'"');
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"\":");
@@ -80,6 +82,15 @@ impl<'a> Obj<'a> {
 
 /// A JSON string with serde_json's escaping.
 fn string(out: &mut Vec<u8>, v: &str) {
+    // serde_json escapes `"`, `\` and control characters, nothing else: a string without them
+    // (almost every one: ids, codes, names) is copied as it is.
+    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, v);
 }
@@ -399,6 +410,26 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         write_document(&mut out, &bare).unwrap();
         assert_eq!(out, serde_json::to_vec(&bare).unwrap());
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_escapes_them() {
+        let mut texts: Vec<String> = [
+            "", "plain", "é日本", "\u{7f}", "a\"b", "\\", "\u{1f}x", "\n",
+        ]
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect();
+        // Every character up to U+00FF alone and between others.
+        for c in (0u32..=0xff).filter_map(char::from_u32) {
+            texts.push(c.to_string());
+            texts.push(format!("ab{c}cd"));
+        }
+        for t in texts {
+            let mut out = Vec::new();
+            string(&mut out, &t);
+            assert_eq!(out, serde_json::to_vec(&t).unwrap(), "{t:?}");
+        }
     }
 
     #[test]
