@@ -322,7 +322,7 @@ impl<'a> Fields<'a> {
 
 /// `str::trim`, skipping its Unicode scan when both ends are printable ASCII (a whitespace
 /// character is either at most `b' '` or not ASCII).
-fn trim(s: &str) -> &str {
+pub(super) fn trim(s: &str) -> &str {
     match (s.as_bytes().first(), s.as_bytes().last()) {
         (Some(&a), Some(&b)) if (b'!'..0x80).contains(&a) && (b'!'..0x80).contains(&b) => s,
         _ => s.trim(),

@@ -19,6 +19,7 @@ pub(crate) mod json_out;
 pub mod money;
 mod reference;
 mod sale;
+mod sale_fast;
 mod scan;
 mod shared;
 mod time;
@@ -91,9 +92,13 @@ pub fn decode_address(bytes: &[u8]) -> Result<Address, DecodeError> {
     fields::Fields::decode(bytes, Address::decode)
 }
 
-/// Decode one record of the sale stream.
+/// Decode one record of the sale stream: in one pass when it has the usual shape
+/// ([`sale_fast`]), else field by field.
 pub fn decode_sale(bytes: &[u8]) -> Result<Sale, DecodeError> {
-    fields::Fields::decode(bytes, Sale::decode)
+    match sale_fast::decode(bytes) {
+        Some(sale) => Ok(sale),
+        None => fields::Fields::decode(bytes, Sale::decode),
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 
 /// The index after the closing quote of the string starting at `start`, and whether it has
 /// escapes. Control characters and `\u` escapes are left to serde_json (`None`).
-fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
+pub(super) fn string_end(b: &[u8], start: usize) -> Option<(usize, bool)> {
     let mut i = start + 1;
     let mut escaped = false;
     loop {
@@ -112,7 +112,7 @@ fn stops(w: u64) -> u64 {
 
 /// The index after the number starting at `start`:
 /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-fn number_end(b: &[u8], start: usize) -> Option<usize> {
+pub(super) fn number_end(b: &[u8], start: usize) -> Option<usize> {
     let digits = |mut i: usize| {
         let from = i;
         while b.get(i).is_some_and(u8::is_ascii_digit) {
@@ -142,7 +142,7 @@ fn number_end(b: &[u8], start: usize) -> Option<usize> {
     Some(i)
 }
 
-fn literal_end(b: &[u8], start: usize, word: &[u8]) -> Option<usize> {
+pub(super) fn literal_end(b: &[u8], start: usize, word: &[u8]) -> Option<usize> {
     let end = start + word.len();
     (b.get(start..end)? == word).then_some(end)
 }
