@@ -259,20 +259,9 @@ mod tests {
         let record = r#"{"order_id":1050,"item_id":"40","quantity":" 64","wholesale_cost":67.36,"list_price":"72.40","sales_price":-72.34,"ext_discount_amt":" 3.84 ","ext_sales_price":4629.76,"ext_wholesale_cost":"","ext_list_price":4.6336E+3,"ext_tax":null,"coupon_amt":0.00,"ext_ship_cost":"46.78","net_paid":4629.76,"net_paid_inc_tax":"4953.84","net_paid_inc_ship":4676.54,"net_paid_inc_ship_tax":"5000.62","net_profit":318.72,"bill_customer_id":"AAAAAAAAPGAAAAAA","ship_customer_id":77,"warehouse_id":"","promo_id":6,"ship_delay":12,"ship_mode":"SEA é","ship_carrier":null,"sale_datetime":"2020-01-01T04:07:41.124+02:00"}"#
             .as_bytes();
         assert!(agrees(record), "the base record is taken");
-        let replacements = b"{}[]\":,\\ -+.0123456789eEtfnulx\x01\xc3";
-        for pos in 0..record.len() {
-            for &r in replacements {
-                let mut m = record.to_vec();
-                m[pos] = r;
-                agrees(&m);
-                let mut cut = record.to_vec();
-                cut.remove(pos);
-                agrees(&cut);
-                let mut grown = record.to_vec();
-                grown.insert(pos, r);
-                agrees(&grown);
-            }
-        }
+        crate::events::scan::for_each_mutation(record, |m| {
+            agrees(m);
+        });
     }
 
     #[test]

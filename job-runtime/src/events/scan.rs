@@ -147,6 +147,26 @@ pub(super) fn literal_end(b: &[u8], start: usize, word: &[u8]) -> Option<usize> 
     (b.get(start..end)? == word).then_some(end)
 }
 
+/// Every record one byte away from `record`: each position replaced by, preceded by a byte of
+/// JSON's structure, digits, literals, a control byte and a UTF-8 lead byte, or removed.
+#[cfg(test)]
+pub(super) fn for_each_mutation(record: &[u8], mut f: impl FnMut(&[u8])) {
+    let replacements = b"{}[]\":,\\ -+.0123456789eEtfnulx\x01\xc3";
+    for pos in 0..record.len() {
+        for &r in replacements {
+            let mut m = record.to_vec();
+            m[pos] = r;
+            f(&m);
+            let mut cut = record.to_vec();
+            cut.remove(pos);
+            f(&cut);
+            let mut grown = record.to_vec();
+            grown.insert(pos, r);
+            f(&grown);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,19 +282,6 @@ mod tests {
     fn mutated_records_agree_with_serde_json() {
         let record = br#"{"order_id":7,"item_id":42,"quantity":"3","list_price":1E+2,"sales_price":-0.005,"bill_customer_id":"C\"1","warehouse_id":"W\\1","promo_id":null,"ship_mode":"x y","flag":true,"sale_datetime":"2020-01-01T13:15:14.852+01:00"}"#;
         agrees(record);
-        let replacements = b"{}[]\":,\\ -+.0123456789eEtfnulx\x01\xc3";
-        for pos in 0..record.len() {
-            for &r in replacements {
-                let mut m = record.to_vec();
-                m[pos] = r;
-                agrees(&m);
-                let mut cut = record.to_vec();
-                cut.remove(pos);
-                agrees(&cut);
-                let mut grown = record.to_vec();
-                grown.insert(pos, r);
-                agrees(&grown);
-            }
-        }
+        for_each_mutation(record, agrees);
     }
 }
