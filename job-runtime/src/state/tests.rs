@@ -918,3 +918,45 @@ fn a_corrupt_key_scanned_at_open_is_reported() {
         );
     }
 }
+
+#[test]
+fn outputs_written_behind_count_only_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 kB each: a batch of five is written behind before its commit.
+    let output = |tag: u8| {
+        let mut v = vec![b'x'; 100_000];
+        v[0] = tag;
+        v
+    };
+    {
+        let mut state = RocksState::open(dir.path()).unwrap();
+        for _ in 0..5 {
+            state.push_output(&output(b'a')).unwrap();
+        }
+        state.abort();
+        for tag in b"bcdef" {
+            state.push_output(&output(*tag)).unwrap();
+        }
+        state.commit(&BTreeMap::new()).unwrap();
+        let read = state.outbox_reader().read(0, 100, usize::MAX).unwrap();
+        assert_eq!(read.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(), b"bcdef");
+        // Written behind, never committed: the process ends here.
+        for _ in 0..5 {
+            state.push_output(&output(b'z')).unwrap();
+        }
+    }
+    let state = RocksState::open(dir.path()).unwrap();
+    assert_eq!(state.outbox_next(), 5);
+    let read = state.outbox_reader().read(0, 100, usize::MAX).unwrap();
+    let tags: Vec<(u64, u8, usize)> = read.iter().map(|(s, v)| (*s, v[0], v.len())).collect();
+    assert_eq!(
+        tags,
+        [
+            (0, b'b', 100_000),
+            (1, b'c', 100_000),
+            (2, b'd', 100_000),
+            (3, b'e', 100_000),
+            (4, b'f', 100_000)
+        ]
+    );
+}
