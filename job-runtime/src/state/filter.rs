@@ -61,17 +61,15 @@ pub(super) fn bytes_hash(bytes: &[u8]) -> u64 {
     STATE.hash_one(bytes)
 }
 
-/// Saturating `u8` counters over `2^bits` slots.
+/// Saturating `u8` counters over `2^COUNTING_BITS` slots.
 pub(super) struct CountingFilter {
     counts: Vec<u8>,
-    bits: u32,
 }
 
 impl Default for CountingFilter {
     fn default() -> Self {
         Self {
             counts: vec![0; 1 << COUNTING_BITS],
-            bits: COUNTING_BITS,
         }
     }
 }
@@ -79,18 +77,18 @@ impl Default for CountingFilter {
 impl CountingFilter {
     /// Whether the key of `hash` may be present (`false`: it is not).
     pub(super) fn may_contain(&self, hash: u64) -> bool {
-        self.counts[slot(hash, self.bits)] != 0
+        self.counts[slot(hash, COUNTING_BITS)] != 0
     }
 
     /// The key of `hash` became present (it was not).
     pub(super) fn added(&mut self, hash: u64) {
-        let c = &mut self.counts[slot(hash, self.bits)];
+        let c = &mut self.counts[slot(hash, COUNTING_BITS)];
         *c = c.saturating_add(1);
     }
 
     /// The key of `hash` stopped being present (it was).
     pub(super) fn removed(&mut self, hash: u64) {
-        let c = &mut self.counts[slot(hash, self.bits)];
+        let c = &mut self.counts[slot(hash, COUNTING_BITS)];
         if *c != u8::MAX {
             *c = c.saturating_sub(1);
         }
@@ -106,17 +104,15 @@ impl CountingFilter {
     }
 }
 
-/// One bit per slot over `2^bits` slots, only ever set.
+/// One bit per slot over `2^ID_BITS` slots, only ever set.
 pub(super) struct BitFilter {
     words: Vec<u64>,
-    bits: u32,
 }
 
 impl Default for BitFilter {
     fn default() -> Self {
         Self {
             words: vec![0; (1 << ID_BITS) / 64],
-            bits: ID_BITS,
         }
     }
 }
@@ -124,12 +120,12 @@ impl Default for BitFilter {
 impl BitFilter {
     /// Whether the key of `hash` may have been inserted (`false`: it was not).
     pub(super) fn may_contain(&self, hash: u64) -> bool {
-        let s = slot(hash, self.bits);
+        let s = slot(hash, ID_BITS);
         self.words[s / 64] & (1 << (s % 64)) != 0
     }
 
     pub(super) fn insert(&mut self, hash: u64) {
-        let s = slot(hash, self.bits);
+        let s = slot(hash, ID_BITS);
         self.words[s / 64] |= 1 << (s % 64);
     }
 }
