@@ -142,7 +142,8 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         },
         dead_letter.clone(),
     )
-    .context("the OpenSearch sink")?;
+    .context("the OpenSearch sink")?
+    .counting_dead_letters(metrics.dead_letters.clone());
 
     // Engine.
     let streams = Streams {

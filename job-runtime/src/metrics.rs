@@ -173,6 +173,9 @@ impl Metrics {
         for reason in DeadLetterReason::ALL {
             m.dead_letters.with_label_values(&[reason.as_str()]);
         }
+        for reason in crate::sink::opensearch::DEAD_LETTER_REASONS {
+            m.dead_letters.with_label_values(&[reason]);
+        }
         for stream in crate::source::StreamRole::ALL {
             m.records_in.with_label_values(&[stream.as_str()]);
         }

@@ -7,14 +7,17 @@
 //! * [`BulkFaultProxy`]: forwards HTTP to OpenSearch; answers some `_bulk` requests with a
 //!   whole-request 429 or 503, and in others fails some items with 429 without sending them
 //!   on (a partial failure: those documents are *not* indexed, as with a real rejection).
+//!   With [`BulkFaultProxy::set_max_body`] it also answers `413` to a request body above that
+//!   size, as a node with a lower `http.max_content_length` does (the shared node's is fixed at
+//!   its start).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use anyhow::Result;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -97,6 +100,10 @@ pub struct BulkFaults {
     pub whole_request_failures: AtomicU64,
     pub items_failed: AtomicU64,
     pub items_forwarded: AtomicU64,
+    /// Requests answered `413` (body above [`BulkFaults::max_body`]).
+    pub too_large: AtomicU64,
+    /// The largest request body passed on; 0: no limit.
+    pub max_body: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -123,7 +130,11 @@ impl BulkFaultProxy {
             client: reqwest::Client::builder().no_proxy().build()?,
             faults: faults.clone(),
         };
-        let app = axum::Router::new().fallback(handle).with_state(state);
+        // The proxy's own limit off: only `max_body` (as the node's) refuses a size.
+        let app = axum::Router::new()
+            .fallback(handle)
+            .layer(DefaultBodyLimit::disable())
+            .with_state(state);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -132,6 +143,11 @@ impl BulkFaultProxy {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Answer `413 Payload Too Large` to request bodies above `bytes` (0: no limit).
+    pub fn set_max_body(&self, bytes: usize) {
+        self.faults.max_body.store(bytes, Ordering::SeqCst);
     }
 }
 
@@ -184,6 +200,12 @@ async fn handle(
             }
             Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
         };
+    }
+    let max_body = s.faults.max_body.load(Ordering::SeqCst);
+    if max_body > 0 && body.len() > max_body {
+        // What OpenSearch's HTTP layer answers above http.max_content_length: an empty 413.
+        s.faults.too_large.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
     let n = s.faults.requests.fetch_add(1, Ordering::SeqCst);
     // Every 4th request fails whole: alternately 429 and 503.

@@ -6,7 +6,13 @@
 //! (a mapping conflict, a refused value): it goes to dead-letter with OpenSearch's reason and
 //! the range is done. A failure of a whole request (connection refused, 5xx, 401/403) fails the
 //! write and the delivery loop retries the range.
+//!
+//! A request refused as too large (`413`: the cluster's `http.max_content_length`, 10 MiB on
+//! some managed domains, is below `bulkMaxBytes`) is split in halves, and later requests stay
+//! under half the refused size. A single document refused so goes to dead-letter
+//! (`opensearch_too_large`): it can never be indexed there.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +22,7 @@ use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::Url;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::{BulkParts, OpenSearch};
+use prometheus::IntCounterVec;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
@@ -29,6 +36,12 @@ use crate::output::{DeadLetterRecord, Document, OutputRecord};
 /// over (which retries the whole range, forever, with a longer backoff).
 const ITEM_RETRIES: u32 = 12;
 
+/// Dead-letter reasons of this sink: a document OpenSearch refused for good (mapping conflict,
+/// refused value), and one too large for any request the cluster accepts.
+pub const REJECTED: &str = "opensearch_rejected";
+pub const TOO_LARGE: &str = "opensearch_too_large";
+pub const DEAD_LETTER_REASONS: [&str; 2] = [REJECTED, TOO_LARGE];
+
 /// Backoff of in-place retries: 100 ms doubling to 5 s.
 fn retry_delay(attempt: u32) -> Duration {
     super::backoff(attempt).min(Duration::from_secs(5))
@@ -38,7 +51,12 @@ pub struct OpenSearchSink {
     client: OpenSearch,
     alias: String,
     batching: Batching,
+    /// The largest request to send: `bulkMaxBytes`, lowered when the cluster refuses a
+    /// request as too large.
+    request_limit: usize,
     dead_letter: DeadLetterWriter,
+    /// `tributary_dead_letters_total`, counted by reason once the refused documents are written.
+    dead_letters: Option<IntCounterVec>,
 }
 
 /// Connection settings.
@@ -103,6 +121,17 @@ pub fn client(cfg: &OpenSearchConfig) -> Result<OpenSearch, SinkError> {
     Ok(OpenSearch::new(transport))
 }
 
+/// The answer to one `_bulk` request (a permanent failure is the `Err` around it).
+enum Bulk {
+    /// The outcome of every item, in request order.
+    Items(Vec<ItemOutcome>),
+    /// A whole-request failure worth retrying in place (429, 5xx, a lost connection).
+    Retry(String),
+    /// `413 Payload Too Large`: the request (of this many bytes) exceeds the cluster's
+    /// `http.max_content_length`; smaller requests may pass.
+    TooLarge(usize),
+}
+
 /// The outcome of one item of a bulk response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ItemOutcome {
@@ -147,20 +176,27 @@ impl OpenSearchSink {
                 max_bytes: cfg.bulk_max_bytes.max(1),
                 max_interval: cfg.flush_interval,
             },
+            request_limit: cfg.bulk_max_bytes.max(1),
             dead_letter,
+            dead_letters: None,
         })
     }
 
-    /// One `_bulk` request: the outcome of every item, or `Err(Retryable)` for a whole-request
-    /// failure worth retrying in place (429, 5xx, connection), or a permanent error.
-    async fn bulk(
-        &self,
-        docs: &[&Document],
-    ) -> Result<Result<Vec<ItemOutcome>, String>, SinkError> {
+    /// Count the documents this sink dead-letters in `counter` (by reason).
+    #[must_use]
+    pub fn counting_dead_letters(mut self, counter: IntCounterVec) -> Self {
+        self.dead_letters = Some(counter);
+        self
+    }
+
+    /// One `_bulk` request.
+    async fn bulk(&self, docs: &[&Document]) -> Result<Bulk, SinkError> {
         let mut body: Vec<Bytes> = Vec::with_capacity(docs.len() * 2);
+        let mut bytes = 0;
         for d in docs {
-            let action = serde_json::json!({"index": {"_id": d.id}});
-            body.push(Bytes::from(action.to_string()));
+            let action = serde_json::json!({"index": {"_id": d.id}}).to_string();
+            bytes += action.len() + d.json.len() + 2;
+            body.push(Bytes::from(action));
             body.push(Bytes::from(d.json.clone()));
         }
         let resp = match self
@@ -171,18 +207,21 @@ impl OpenSearchSink {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Ok(Err(format!("bulk to {}: {e}", self.alias))),
+            Err(e) => return Ok(Bulk::Retry(format!("bulk to {}: {e}", self.alias))),
         };
         let status = resp.status_code();
         let text = match resp.text().await {
             Ok(t) => t,
-            Err(e) => return Ok(Err(format!("bulk response: {e}"))),
+            Err(e) => return Ok(Bulk::Retry(format!("bulk response: {e}"))),
         };
+        if status.as_u16() == 413 {
+            return Ok(Bulk::TooLarge(bytes));
+        }
         if !status.is_success() {
             let excerpt: String = text.chars().take(500).collect();
             let message = format!("bulk to {}: HTTP {status}: {excerpt}", self.alias);
             if status.as_u16() == 429 || status.is_server_error() {
-                return Ok(Err(message));
+                return Ok(Bulk::Retry(message));
             }
             return Err(SinkError::Write(message));
         }
@@ -196,7 +235,7 @@ impl OpenSearchSink {
                 docs.len()
             )));
         }
-        Ok(Ok(out))
+        Ok(Bulk::Items(out))
     }
 }
 
@@ -218,59 +257,41 @@ impl Sink for OpenSearchSink {
             })
             .collect();
         let mut rejected = Vec::new();
-        // Requests of at most max_bytes.
-        let mut start = 0;
-        while start < docs.len() {
-            let mut end = start;
-            let mut size = 0;
-            while end < docs.len()
-                && (end == start || size + docs[end].json.len() <= self.batching.max_bytes)
-            {
-                size += docs[end].json.len() + docs[end].id.len() + 32;
-                end += 1;
+        // Requests of at most `request_limit` bytes, in order; a request refused as too large
+        // is split in two and its halves go first.
+        let mut chunks: VecDeque<&[Document]> = chunks(&docs, self.request_limit).collect();
+        while let Some(chunk) = chunks.pop_front() {
+            let Some(bytes) = self.send(chunk, &mut rejected).await? else {
+                continue;
+            };
+            if let [doc] = chunk {
+                tracing::warn!(id = %doc.id, bytes, "OpenSearch refused one document as too large (HTTP 413); dead-lettered");
+                rejected.push(DeadLetterRecord {
+                    reason: TOO_LARGE.into(),
+                    detail: format!(
+                        "a bulk request of this document alone ({bytes} bytes) was refused with \
+                         HTTP 413: it exceeds the cluster's http.max_content_length"
+                    ),
+                    document: serde_json::from_slice(&doc.json).ok(),
+                    ..DeadLetterRecord::default()
+                });
+                continue;
             }
-            let mut pending: Vec<&Document> = docs[start..end].iter().collect();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let outcomes = match self.bulk(&pending).await? {
-                    Ok(o) => o,
-                    Err(message) => {
-                        attempt += 1;
-                        if attempt > ITEM_RETRIES {
-                            return Err(SinkError::Write(message));
-                        }
-                        tracing::debug!(attempt, %message, "retrying the bulk request");
-                        tokio::time::sleep(retry_delay(attempt)).await;
-                        continue;
-                    }
-                };
-                let mut retry = Vec::new();
-                for (doc, outcome) in pending.iter().zip(outcomes) {
-                    match outcome {
-                        ItemOutcome::Ok => {}
-                        ItemOutcome::Retry => retry.push(*doc),
-                        ItemOutcome::Reject(reason) => rejected.push(DeadLetterRecord {
-                            reason: "opensearch_rejected".into(),
-                            detail: reason,
-                            document: serde_json::from_slice(&doc.json).ok(),
-                            ..DeadLetterRecord::default()
-                        }),
-                    }
-                }
-                if !retry.is_empty() {
-                    attempt += 1;
-                    if attempt > ITEM_RETRIES {
-                        return Err(SinkError::Write(format!(
-                            "{} documents still refused with 429/5xx after {ITEM_RETRIES} retries",
-                            retry.len()
-                        )));
-                    }
-                    tracing::debug!(items = retry.len(), attempt, "retrying bulk items");
-                    tokio::time::sleep(retry_delay(attempt)).await;
-                }
-                pending = retry;
+            // Later requests stay under what was refused, so one 413 is not paid per range.
+            let limit = (bytes / 2).max(1);
+            if limit < self.request_limit {
+                tracing::warn!(
+                    refused = bytes,
+                    limit,
+                    "OpenSearch refused a bulk request as too large (HTTP 413); splitting it \
+                     and sending at most {limit} bytes per request from now on: lower \
+                     sinks.opensearch.bulkMaxBytes to the cluster's http.max_content_length"
+                );
+                self.request_limit = limit;
             }
-            start = end;
+            let (a, b) = chunk.split_at(chunk.len() / 2);
+            chunks.push_front(b);
+            chunks.push_front(a);
         }
         if !rejected.is_empty() {
             tracing::warn!(
@@ -280,8 +301,95 @@ impl Sink for OpenSearchSink {
             self.dead_letter
                 .write("opensearch-rejected", range, &rejected)
                 .await?;
+            if let Some(counter) = &self.dead_letters {
+                for r in &rejected {
+                    counter.with_label_values(&[r.reason.as_str()]).inc();
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// The bytes `doc` adds to a bulk request: its action line and its source, each with its
+/// newline (an estimate: an id with characters JSON escapes is counted a little short).
+fn bulk_size(doc: &Document) -> usize {
+    BULK_ACTION_OVERHEAD + doc.id.len() + doc.json.len() + 1
+}
+
+/// `{"index":{"_id":""}}` and its newline.
+const BULK_ACTION_OVERHEAD: usize = r#"{"index":{"_id":""}}"#.len() + 1;
+
+/// `docs` in consecutive runs of at most `limit` bulk bytes (a larger document alone).
+fn chunks(docs: &[Document], limit: usize) -> impl Iterator<Item = &[Document]> {
+    let mut rest = docs;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 1;
+        let mut size = bulk_size(&rest[0]);
+        while end < rest.len() && size + bulk_size(&rest[end]) <= limit {
+            size += bulk_size(&rest[end]);
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+impl OpenSearchSink {
+    /// Index `chunk` in one request, retrying failed items in place; documents refused for
+    /// good go to `rejected`. `Some(bytes)`: the request (of `bytes`) was refused as too large.
+    async fn send(
+        &self,
+        chunk: &[Document],
+        rejected: &mut Vec<DeadLetterRecord>,
+    ) -> Result<Option<usize>, SinkError> {
+        let mut pending: Vec<&Document> = chunk.iter().collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let outcomes = match self.bulk(&pending).await? {
+                Bulk::Items(o) => o,
+                Bulk::TooLarge(bytes) => return Ok(Some(bytes)),
+                Bulk::Retry(message) => {
+                    attempt += 1;
+                    if attempt > ITEM_RETRIES {
+                        return Err(SinkError::Write(message));
+                    }
+                    tracing::debug!(attempt, %message, "retrying the bulk request");
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                    continue;
+                }
+            };
+            let mut retry = Vec::new();
+            for (doc, outcome) in pending.iter().zip(outcomes) {
+                match outcome {
+                    ItemOutcome::Ok => {}
+                    ItemOutcome::Retry => retry.push(*doc),
+                    ItemOutcome::Reject(reason) => rejected.push(DeadLetterRecord {
+                        reason: REJECTED.into(),
+                        detail: reason,
+                        document: serde_json::from_slice(&doc.json).ok(),
+                        ..DeadLetterRecord::default()
+                    }),
+                }
+            }
+            if !retry.is_empty() {
+                attempt += 1;
+                if attempt > ITEM_RETRIES {
+                    return Err(SinkError::Write(format!(
+                        "{} documents still refused with 429/5xx after {ITEM_RETRIES} retries",
+                        retry.len()
+                    )));
+                }
+                tracing::debug!(items = retry.len(), attempt, "retrying bulk items");
+                tokio::time::sleep(retry_delay(attempt)).await;
+            }
+            pending = retry;
+        }
+        Ok(None)
     }
 }
 
@@ -305,6 +413,50 @@ mod tests {
         assert_eq!(o[3], ItemOutcome::Retry);
         assert_eq!(o[4], ItemOutcome::Ok);
         assert!(outcomes(&serde_json::json!({})).is_empty());
+    }
+
+    fn doc(id: &str, json_len: usize) -> Document {
+        Document {
+            id: id.into(),
+            day: "2020-01-01".into(),
+            json: vec![b'x'; json_len],
+        }
+    }
+
+    #[test]
+    fn requests_stay_under_the_limit_in_order() {
+        let docs: Vec<Document> = (0..10).map(|i| doc(&format!("d{i}"), 100)).collect();
+        let one = bulk_size(&docs[0]);
+        // The size counted is the request's: action line, source and both newlines.
+        let action = serde_json::json!({"index": {"_id": "d0"}}).to_string();
+        assert_eq!(one, action.len() + 1 + 100 + 1);
+        for limit in [
+            1,
+            one - 1,
+            one,
+            one + 1,
+            3 * one,
+            3 * one + 5,
+            10 * one,
+            usize::MAX,
+        ] {
+            let got: Vec<&[Document]> = chunks(&docs, limit).collect();
+            // Nothing lost, nothing repeated, order kept.
+            let ids: Vec<&str> = got
+                .iter()
+                .flat_map(|c| c.iter().map(|d| d.id.as_str()))
+                .collect();
+            let want: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(ids, want, "limit {limit}");
+            let per = (limit / one).clamp(1, docs.len());
+            assert!(got.iter().all(|c| c.len() <= per), "limit {limit}: {got:?}");
+            assert_eq!(got.len(), docs.len().div_ceil(per), "limit {limit}");
+        }
+        // A document larger than the limit goes alone, between full requests.
+        let mixed = vec![doc("a", 10), doc("big", 1000), doc("b", 10), doc("c", 10)];
+        let sizes: Vec<usize> = chunks(&mixed, 200).map(<[Document]>::len).collect();
+        assert_eq!(sizes, [1, 1, 2]);
+        assert_eq!(chunks(&[], 10).count(), 0);
     }
 
     /// A self-signed CA (P-256, `CA:TRUE`), for parsing only.
