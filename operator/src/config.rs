@@ -15,6 +15,11 @@ pub struct OperatorConfig {
     #[arg(long, env = "TRIBUTARY_RUNTIME_IMAGE", default_value = tributary_crds::DEFAULT_IMAGE)]
     pub runtime_image: String,
 
+    /// Namespaces whose StreamingEnrichments this operator runs, comma-separated. Empty: every
+    /// namespace (the chart then grants a ClusterRole; with a list, Roles in those namespaces).
+    #[arg(long, env = "TRIBUTARY_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
     /// Address of the admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "TRIBUTARY_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -58,4 +63,40 @@ pub struct OperatorConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl OperatorConfig {
+    /// The namespaces to watch, trimmed, without blanks or repeats; `None`: all of them.
+    pub fn watch_scope(&self) -> Option<Vec<String>> {
+        let mut list: Vec<String> = Vec::new();
+        for ns in self.watch_namespaces.iter().map(|n| n.trim()) {
+            if !ns.is_empty() && !list.iter().any(|n| n == ns) {
+                list.push(ns.to_string());
+            }
+        }
+        (!list.is_empty()).then_some(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(args: &[&str]) -> Option<Vec<String>> {
+        let mut argv = vec!["tributary-operator"];
+        argv.extend_from_slice(args);
+        OperatorConfig::try_parse_from(argv).unwrap().watch_scope()
+    }
+
+    #[test]
+    fn watch_namespaces_default_to_all_and_parse_as_a_list() {
+        assert_eq!(scope(&[]), None);
+        assert_eq!(scope(&["--watch-namespaces", ""]), None);
+        assert_eq!(scope(&["--watch-namespaces", " , "]), None);
+        assert_eq!(scope(&["--watch-namespaces", "a"]), Some(vec!["a".into()]));
+        assert_eq!(
+            scope(&["--watch-namespaces", "a, b,a,,c"]),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
+    }
 }

@@ -407,37 +407,87 @@ fn error_policy(se: Arc<StreamingEnrichment>, err: &Error, ctx: Arc<Context>) ->
     Action::requeue(delay)
 }
 
-/// Run the controller until `shutdown` resolves. `on_synced` fires once the caches are filled.
+/// An API over one namespace, or over all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run the controllers until `shutdown` resolves: one over every namespace, or one per watched
+/// namespace (`--watch-namespaces`). `on_synced` fires once every cache is filled.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     on_synced: impl FnOnce() + Send + 'static,
 ) {
-    let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
-    let controller = Controller::new(
-        Api::<StreamingEnrichment>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-    .owns(Api::<Service>::all(client.clone()), owned.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned);
-    let store = controller.store();
+    let scopes: Vec<Option<String>> = match ctx.config.watch_scope() {
+        Some(list) => {
+            tracing::info!(namespaces = %list.join(","), "watching these namespaces only");
+            list.into_iter().map(Some).collect()
+        }
+        None => {
+            tracing::info!("watching every namespace");
+            vec![None]
+        }
+    };
+    let shutdown = shutdown.shared();
+    let mut stores = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in &scopes {
+        let (store, controller) = scope_controller(&ctx, scope.as_deref(), shutdown.clone());
+        stores.push(store);
+        controllers.push(controller);
+    }
     tokio::spawn(async move {
-        // Polled rather than awaited: the controller itself already waits on this store, and a
-        // second waiter on its ready signal is not woken (seen with kube-runtime 5.0).
-        loop {
-            match store.wait_until_ready().now_or_never() {
-                Some(Ok(())) => return on_synced(),
-                Some(Err(e)) => {
-                    return tracing::error!(error = %e, "the resource cache never filled");
+        for store in stores {
+            // Polled rather than awaited: the controller itself already waits on this store, and
+            // a second waiter on its ready signal is not woken (seen with kube-runtime 5.0).
+            loop {
+                match store.wait_until_ready().now_or_never() {
+                    Some(Ok(())) => break,
+                    Some(Err(e)) => {
+                        return tracing::error!(error = %e, "the resource cache never filled");
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
-                None => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+        on_synced();
     });
-    controller
+    futures::future::join_all(controllers).await;
+}
+
+/// The controller of one scope (`None`: every namespace) and its resource cache.
+fn scope_controller<S>(
+    ctx: &Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: S,
+) -> (
+    kube::runtime::reflector::Store<StreamingEnrichment>,
+    impl std::future::Future<Output = ()> + Send + use<S>,
+)
+where
+    S: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    let client = &ctx.client;
+    let owned = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let controller = Controller::new(
+        scoped::<StreamingEnrichment>(client, namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(scoped::<StatefulSet>(client, namespace), owned.clone())
+    .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
+    .owns(scoped::<Service>(client, namespace), owned.clone())
+    .owns(scoped::<PodDisruptionBudget>(client, namespace), owned);
+    let store = controller.store();
+    let ctx = ctx.clone();
+    let run = controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -447,8 +497,8 @@ pub async fn run(
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
                 Err(e) => tracing::warn!(error = %e, "controller error (watch or queue)"),
             }
-        })
-        .await;
+        });
+    (store, run)
 }
 
 #[cfg(test)]

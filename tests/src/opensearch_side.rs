@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use crate::cluster::kubeconfig_path;
 
 /// The operator binary (`TRIBUTARY_OPERATOR_BIN`) running with the admin kubeconfig, no leader
-/// election, and a short OpenSearch check interval; killed when dropped. Its log is
-/// `$TMPDIR/operator-<tag>.log`.
+/// election, watching one namespace (so tests running side by side do not reconcile each
+/// other's resources), and a short OpenSearch check interval; killed when dropped. Its log is
+/// `$TMPDIR/operator-<namespace>.log`.
 pub struct OperatorProcess {
     child: Child,
     pub log: std::path::PathBuf,
@@ -30,17 +31,18 @@ impl Drop for OperatorProcess {
     }
 }
 
-pub fn spawn_operator(tag: &str, check_interval_secs: u64) -> Result<OperatorProcess> {
+pub fn spawn_operator(namespace: &str, check_interval_secs: u64) -> Result<OperatorProcess> {
     let bin = std::env::var("TRIBUTARY_OPERATOR_BIN")
         .context("TRIBUTARY_OPERATOR_BIN is not set: run through `cargo xtask test`")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let log = std::env::temp_dir().join(format!("operator-{tag}.log"));
+    let log = std::env::temp_dir().join(format!("operator-{namespace}.log"));
     let file = std::fs::File::create(&log)?;
     let child = Command::new(bin)
         .env("KUBECONFIG", kubeconfig_path()?)
         .env("TRIBUTARY_LEADER_ELECT", "false")
+        .env("TRIBUTARY_WATCH_NAMESPACES", namespace)
         .env("TRIBUTARY_ADMIN_ADDR", format!("127.0.0.1:{port}"))
         .env("TRIBUTARY_RUNTIME_IMAGE", "tributary-runtime:test")
         .env(

@@ -37,26 +37,43 @@ fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
         // The CRD first (as `helm install` would), so the examples can be checked against it.
         install_crds()?;
         let chart = chart()?;
-        for values in [
-            vec![],
-            vec!["--set", "replicaCount=2", "--set", "logFormat=text"],
+        let scoped = format!("watchNamespaces={{{ns}}}");
+        for (values, cluster_wide) in [
+            (vec![], true),
+            (
+                vec!["--set", "replicaCount=2", "--set", "logFormat=text"],
+                true,
+            ),
+            (vec!["--set", scoped.as_str()], false),
         ] {
             let mut args = vec!["template", "tributary", chart.as_str(), "-n", &ns];
             args.extend(values.iter().copied());
             let rendered = helm(&args)?;
-            for kind in [
-                "Deployment",
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "Role",
-                "Service",
-            ] {
-                ensure!(
-                    rendered.contains(&format!("kind: {kind}\n")),
-                    "no {kind} rendered"
-                );
+            // Top-level kinds only (a roleRef's `kind` is indented).
+            let count = |kind: &str| rendered.matches(&format!("\nkind: {kind}\n")).count();
+            for kind in ["Deployment", "ServiceAccount", "Service"] {
+                ensure!(count(kind) > 0, "no {kind} rendered");
             }
+            // The leader Lease's Role always; the operator's rules in a ClusterRole, or in a
+            // Role per watched namespace and nothing cluster-wide.
+            let (cluster, roles) = if cluster_wide { (1, 1) } else { (0, 2) };
+            ensure!(
+                count("ClusterRole") == cluster && count("ClusterRoleBinding") == cluster,
+                "{values:?}: {} ClusterRoles",
+                count("ClusterRole")
+            );
+            ensure!(
+                count("Role") == roles && count("RoleBinding") == roles,
+                "{values:?}: {} Roles",
+                count("Role")
+            );
+            ensure!(
+                rendered.contains(&format!(
+                    "TRIBUTARY_WATCH_NAMESPACES, value: \"{}\"",
+                    if cluster_wide { "" } else { ns.as_str() }
+                )),
+                "{values:?}: the operator's watch scope"
+            );
             let (ok, out) = dry_run(&ns, &rendered)?;
             ensure!(ok, "server-side dry run of the chart failed: {out}");
         }
@@ -82,6 +99,7 @@ fn values_schema_refuses_bad_values() -> Result<()> {
         ("logFormat=xml", "logFormat"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("unknownKey=1", "unknownKey"),
+        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
     ] {
         let err = match helm(&["template", "tributary", &chart()?, "--set", set]) {
             Ok(_) => anyhow::bail!("helm accepted --set {set}"),

@@ -70,7 +70,12 @@ mod serde_yaml_like {
     pub type Value = serde_json::Value;
 }
 
-async fn start_operator(kubeconfig: &std::path::Path, lease_ns: &str) -> Result<Operator> {
+/// As the chart's Deployment runs it: `watch` is `TRIBUTARY_WATCH_NAMESPACES` (empty: all).
+async fn start_operator(
+    kubeconfig: &std::path::Path,
+    lease_ns: &str,
+    watch: &str,
+) -> Result<Operator> {
     let bin = std::env::var("TRIBUTARY_OPERATOR_BIN")
         .context("TRIBUTARY_OPERATOR_BIN is not set: run through `cargo xtask test`")?;
     let port = free_port()?;
@@ -81,6 +86,7 @@ async fn start_operator(kubeconfig: &std::path::Path, lease_ns: &str) -> Result<
         .env("POD_NAME", format!("test-operator-{port}"))
         .env("TRIBUTARY_ADMIN_ADDR", format!("127.0.0.1:{port}"))
         .env("TRIBUTARY_RUNTIME_IMAGE", "tributary-runtime:test")
+        .env("TRIBUTARY_WATCH_NAMESPACES", watch)
         .env("RUST_LOG", "info,kube=warn")
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -163,6 +169,8 @@ async fn operator_reconciles_examples_through_their_lifecycle() -> Result<()> {
 
     // Install the chart. Without a kubelet the operator's own Deployment cannot run, so it is
     // installed at zero replicas and the same binary runs here as the chart's ServiceAccount.
+    // It watches the test's namespace only, as the other test here runs an operator beside it
+    // (the default, every namespace with a ClusterRole, is what the end-to-end test installs).
     let chart = repo_root().join("charts/tributary");
     helm(&[
         "install",
@@ -172,19 +180,107 @@ async fn operator_reconciles_examples_through_their_lifecycle() -> Result<()> {
         &sys,
         "--set",
         "replicaCount=0",
+        "--set",
+        &format!("watchNamespaces={{{ns}}}"),
     ])?;
     // Helm never upgrades CRDs; apply the current ones the way the chart's notes tell users to.
     install_crds()?;
 
     let tmp = std::env::temp_dir();
     let sa_kc = service_account_kubeconfig(&sys, "tributary", &tmp)?;
-    let op = start_operator(&sa_kc, &sys).await?;
+    let op = start_operator(&sa_kc, &sys, &ns).await?;
     wait_ready(&op).await?;
 
     let result = lifecycle(&client, &ns, &sys, &sa_kc, op).await;
 
     let _ = helm(&["uninstall", "tributary", "-n", &sys]);
     let _ = kubectl(&["delete", "namespace", &ns, &sys, "--wait=false"]);
+    result
+}
+
+/// `watchNamespaces`: the chart grants Roles in the listed namespaces only, and the operator,
+/// running with exactly that, runs the resources there and leaves the others alone. An operator
+/// that watched every namespace would be refused its cluster-wide watches and never be ready.
+#[tokio::test]
+async fn an_operator_scoped_to_namespaces_runs_only_those() -> Result<()> {
+    let client = admin_client().await?;
+    let sys = unique("tributary-scoped");
+    let mine = unique("scoped-in");
+    let other = unique("scoped-out");
+    for ns in [&sys, &mine, &other] {
+        kubectl(&["create", "namespace", ns])?;
+    }
+    let chart = repo_root().join("charts/tributary");
+    let result = async {
+        helm(&[
+            "install",
+            "tributary",
+            chart.to_str().context("path")?,
+            "-n",
+            &sys,
+            "--set",
+            "replicaCount=0",
+            "--set",
+            &format!("watchNamespaces={{{mine}}}"),
+        ])?;
+        install_crds()?;
+        let sa = format!("system:serviceaccount:{sys}:tributary");
+        for (verb, args) in [
+            ("yes", vec!["patch", "statefulsets", "-n", mine.as_str()]),
+            (
+                "yes",
+                vec!["watch", "streamingenrichments", "-n", mine.as_str()],
+            ),
+            ("no", vec!["patch", "statefulsets", "-n", other.as_str()]),
+            ("no", vec!["list", "streamingenrichments", "-A"]),
+        ] {
+            let mut full = vec!["auth", "can-i"];
+            full.extend(args.iter().copied());
+            full.extend(["--as", sa.as_str()]);
+            let (_, out) = kubectl_raw(&full, None)?;
+            let answer = out.lines().next().unwrap_or_default().trim();
+            ensure!(answer == verb, "can-i {}: {out}", args.join(" "));
+        }
+        let sa_kc = service_account_kubeconfig(&sys, "tributary", &std::env::temp_dir())?;
+        let op = start_operator(&sa_kc, &sys, &mine).await?;
+        wait_ready(&op).await?;
+        for ns in [&mine, &other] {
+            let (ok, out) = apply(&example_in("minimal.yaml", ns)?, ns)?;
+            ensure!(ok, "applying minimal.yaml in {ns}: {out}");
+        }
+        let name = "sales-minimal";
+        let mine_sts: Api<StatefulSet> = Api::namespaced(client.clone(), &mine);
+        eventually("the watched namespace's StatefulSet", WAIT, || async {
+            Ok(mine_sts.get_opt(name).await?)
+        })
+        .await?;
+        let mine_se: Api<StreamingEnrichment> = Api::namespaced(client.clone(), &mine);
+        eventually("the watched resource's status", WAIT, || async {
+            Ok(mine_se
+                .get(name)
+                .await?
+                .status
+                .filter(|s| s.observed_generation.is_some()))
+        })
+        .await?;
+        // The other resource was applied at the same time: had the operator taken it, it would
+        // have its children by now.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let other_sts: Api<StatefulSet> = Api::namespaced(client.clone(), &other);
+        ensure!(
+            other_sts.get_opt(name).await?.is_none(),
+            "a StatefulSet appeared in an unwatched namespace"
+        );
+        let other_se: Api<StreamingEnrichment> = Api::namespaced(client.clone(), &other);
+        ensure!(
+            other_se.get(name).await?.status.is_none(),
+            "a resource in an unwatched namespace got a status"
+        );
+        Ok(())
+    }
+    .await;
+    let _ = helm(&["uninstall", "tributary", "-n", &sys]);
+    let _ = kubectl(&["delete", "namespace", &sys, &mine, &other, "--wait=false"]);
     result
 }
 
@@ -455,7 +551,7 @@ async fn lifecycle(
     let (ok, out) = apply(&full, ns)?;
     ensure!(ok, "{out}");
     drop(op); // SIGKILL, right after the apply
-    let op2 = start_operator(sa_kc, sys).await?;
+    let op2 = start_operator(sa_kc, sys, ns).await?;
     wait_ready(&op2).await?;
     eventually("the full example's StatefulSet", WAIT, || async {
         Ok(sts_api.get_opt("sales-enrichment").await?)
@@ -543,7 +639,7 @@ async fn lifecycle(
     }
 
     // --- Two replicas: the second waits as a ready standby and takes over when the leader dies.
-    let op3 = start_operator(sa_kc, sys).await?;
+    let op3 = start_operator(sa_kc, sys, ns).await?;
     wait_ready(&op3).await?;
     let (_, standby) = admin_get(&op3.admin, "/metrics").await?;
     ensure!(
