@@ -341,13 +341,15 @@ fn chunks(docs: &[Document], limit: usize) -> impl Iterator<Item = &[Document]> 
 
 impl OpenSearchSink {
     /// Index `chunk` in one request, retrying failed items in place; documents refused for
-    /// good go to `rejected`. `Some(bytes)`: the request (of `bytes`) was refused as too large.
+    /// good go to `rejected`. `Some(bytes)`: the request (of `bytes`) was refused as too large,
+    /// and nothing goes to `rejected` (the chunk is sent again in halves).
     async fn send(
         &self,
         chunk: &[Document],
         rejected: &mut Vec<DeadLetterRecord>,
     ) -> Result<Option<usize>, SinkError> {
         let mut pending: Vec<&Document> = chunk.iter().collect();
+        let mut refused = Vec::new();
         let mut attempt = 0;
         while !pending.is_empty() {
             let outcomes = match self.bulk(&pending).await? {
@@ -368,7 +370,7 @@ impl OpenSearchSink {
                 match outcome {
                     ItemOutcome::Ok => {}
                     ItemOutcome::Retry => retry.push(*doc),
-                    ItemOutcome::Reject(reason) => rejected.push(DeadLetterRecord {
+                    ItemOutcome::Reject(reason) => refused.push(DeadLetterRecord {
                         reason: REJECTED.into(),
                         detail: reason,
                         document: serde_json::from_slice(&doc.json).ok(),
@@ -389,6 +391,7 @@ impl OpenSearchSink {
             }
             pending = retry;
         }
+        rejected.append(&mut refused);
         Ok(None)
     }
 }
