@@ -98,6 +98,36 @@ async fn start_operator(
     Ok(op)
 }
 
+/// Install the chart in `sys`, watching `ns`, and the current CRDs. Without a kubelet the
+/// operator's own Deployment cannot run, so it is installed at zero replicas and the same binary
+/// runs here as the chart's ServiceAccount ([`start_operator`]).
+fn install_chart(sys: &str, ns: &str) -> Result<()> {
+    let chart = repo_root().join("charts/tributary");
+    helm(&[
+        "install",
+        "tributary",
+        chart.to_str().context("path")?,
+        "-n",
+        sys,
+        "--set",
+        "replicaCount=0",
+        "--set",
+        &format!("watchNamespaces={{{ns}}}"),
+    ])?;
+    // Helm never upgrades CRDs; apply the current ones the way the chart's notes tell users to.
+    install_crds()
+}
+
+/// `kubectl auth can-i <args> --as <user>`: `yes` or `no`.
+fn can_i(user: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["auth", "can-i"];
+    full.extend(args.iter().copied());
+    full.extend(["--as", user]);
+    // The answer is stdout's first line; kubectl may add warnings on stderr after it.
+    let (_, out) = kubectl_raw(&full, None)?;
+    Ok(out.lines().next().unwrap_or_default().trim().to_string())
+}
+
 /// GET a path of the operator's admin server with a raw HTTP/1.0 request (no client dependency).
 async fn admin_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -167,24 +197,9 @@ async fn operator_reconciles_examples_through_their_lifecycle() -> Result<()> {
     kubectl(&["create", "namespace", &sys])?;
     kubectl(&["create", "namespace", &ns])?;
 
-    // Install the chart. Without a kubelet the operator's own Deployment cannot run, so it is
-    // installed at zero replicas and the same binary runs here as the chart's ServiceAccount.
     // It watches the test's namespace only, as the other test here runs an operator beside it
     // (the default, every namespace with a ClusterRole, is what the end-to-end test installs).
-    let chart = repo_root().join("charts/tributary");
-    helm(&[
-        "install",
-        "tributary",
-        chart.to_str().context("path")?,
-        "-n",
-        &sys,
-        "--set",
-        "replicaCount=0",
-        "--set",
-        &format!("watchNamespaces={{{ns}}}"),
-    ])?;
-    // Helm never upgrades CRDs; apply the current ones the way the chart's notes tell users to.
-    install_crds()?;
+    install_chart(&sys, &ns)?;
 
     let tmp = std::env::temp_dir();
     let sa_kc = service_account_kubeconfig(&sys, "tributary", &tmp)?;
@@ -210,22 +225,10 @@ async fn an_operator_scoped_to_namespaces_runs_only_those() -> Result<()> {
     for ns in [&sys, &mine, &other] {
         kubectl(&["create", "namespace", ns])?;
     }
-    let chart = repo_root().join("charts/tributary");
     let result = async {
-        helm(&[
-            "install",
-            "tributary",
-            chart.to_str().context("path")?,
-            "-n",
-            &sys,
-            "--set",
-            "replicaCount=0",
-            "--set",
-            &format!("watchNamespaces={{{mine}}}"),
-        ])?;
-        install_crds()?;
+        install_chart(&sys, &mine)?;
         let sa = format!("system:serviceaccount:{sys}:tributary");
-        for (verb, args) in [
+        for (answer, args) in [
             ("yes", vec!["patch", "statefulsets", "-n", mine.as_str()]),
             (
                 "yes",
@@ -234,12 +237,8 @@ async fn an_operator_scoped_to_namespaces_runs_only_those() -> Result<()> {
             ("no", vec!["patch", "statefulsets", "-n", other.as_str()]),
             ("no", vec!["list", "streamingenrichments", "-A"]),
         ] {
-            let mut full = vec!["auth", "can-i"];
-            full.extend(args.iter().copied());
-            full.extend(["--as", sa.as_str()]);
-            let (_, out) = kubectl_raw(&full, None)?;
-            let answer = out.lines().next().unwrap_or_default().trim();
-            ensure!(answer == verb, "can-i {}: {out}", args.join(" "));
+            let out = can_i(&sa, &args)?;
+            ensure!(out == answer, "can-i {}: {out}", args.join(" "));
         }
         let sa_kc = service_account_kubeconfig(&sys, "tributary", &std::env::temp_dir())?;
         let op = start_operator(&sa_kc, &sys, &mine).await?;
@@ -520,29 +519,12 @@ async fn lifecycle(
         vec!["create", "pods", "-n", ns],
         vec!["update", "customresourcedefinitions"],
     ] {
-        let mut full = vec!["auth", "can-i"];
-        full.extend(args.iter().copied());
-        full.extend(["--as", sa.as_str()]);
-        // The answer is stdout's first line; kubectl may add warnings on stderr after it.
-        let (_, out) = kubectl_raw(&full, None)?;
-        let answer = out.lines().next().unwrap_or_default().trim();
-        ensure!(answer == "no", "operator may {}: {out}", args.join(" "));
+        let out = can_i(&sa, &args)?;
+        ensure!(out == "no", "operator may {}: {out}", args.join(" "));
     }
-    let (_, out) = kubectl_raw(
-        &[
-            "auth",
-            "can-i",
-            "patch",
-            "statefulsets",
-            "-n",
-            ns,
-            "--as",
-            &sa,
-        ],
-        None,
-    )?;
+    let out = can_i(&sa, &["patch", "statefulsets", "-n", ns])?;
     ensure!(
-        out.trim() == "yes",
+        out == "yes",
         "the operator must be able to apply StatefulSets: {out}"
     );
 
