@@ -39,6 +39,9 @@ pub mod env {
     pub const OPENSEARCH_PASSWORD: &str = "TRIBUTARY_OPENSEARCH_PASSWORD";
     /// Path of the configuration file (default `/etc/tributary/job.yaml`).
     pub const CONFIG_PATH: &str = "TRIBUTARY_CONFIG";
+    /// The bearer token of the control API ([`crate::control`]), from the resource's control
+    /// Secret. Without it the replica refuses every control request.
+    pub const CONTROL_TOKEN: &str = "TRIBUTARY_CONTROL_TOKEN";
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -57,8 +60,38 @@ pub struct JobConfig {
     pub upgrade_mode: UpgradeMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoints: Option<SavepointsSpec>,
+    /// Which state the replicas run on.
+    #[serde(default)]
+    pub state: StateConfig,
     #[serde(default)]
     pub runtime: RuntimeSettings,
+}
+
+/// The state lineage the replicas run on, and where a replica takes it from when its volume
+/// holds another one.
+///
+/// A replica records the id of the state it runs on in the state itself. At start it compares
+/// that with [`StateConfig::id`]: equal (or `id` empty), it runs on the volume as it is (a
+/// restart, or an upgrade in `LastState` mode); different, it replaces the volume's state before
+/// reading anything: with its share of [`StateConfig::restore`] when set (a savepoint upgrade or
+/// rescale), else with an empty state that reads from `startPosition` (`Stateless`). A crash
+/// after the replacement finds the new id and does not replace again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StateConfig {
+    /// Empty: whatever the volume holds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<SavepointLocation>,
+}
+
+/// A complete savepoint: `uri` is its folder (`<savepoints.uri>/<id>/`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointLocation {
+    pub id: String,
+    pub uri: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -142,6 +175,7 @@ impl JobConfig {
             dead_letter: spec.dead_letter.clone(),
             upgrade_mode: spec.upgrade_mode,
             savepoints: spec.savepoints.clone(),
+            state: StateConfig::default(),
             runtime: RuntimeSettings::default(),
         }
     }

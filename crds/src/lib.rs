@@ -5,6 +5,7 @@
 //! No client code lives here: the crate is types, defaults, validation and pure helpers.
 
 pub mod conditions;
+pub mod control;
 pub mod document;
 pub mod document_id;
 pub mod duration;

@@ -23,7 +23,9 @@ use bytes::Bytes;
 use clap::Parser;
 use tributary_crds::document_id::DocumentIdTemplate;
 use tributary_runtime::engine::{Control, Core, EngineConfig, Streams};
-use tributary_runtime::events::{Item, Promo, decode_address, decode_customer, decode_sale};
+use tributary_runtime::events::{
+    Item, Promo, PromoId, decode_address, decode_customer, decode_sale,
+};
 use tributary_runtime::r#gen::{Dataset, GenConfig, Record, generate};
 use tributary_runtime::join::JoinRules;
 use tributary_runtime::metrics::Metrics;
@@ -127,7 +129,7 @@ fn config(args: &Args) -> Result<EngineConfig> {
     Ok(cfg)
 }
 
-fn rows<T: ReferenceRow>(csv: &str) -> Result<BTreeMap<i64, T>> {
+fn rows<T: ReferenceRow>(csv: &str) -> Result<BTreeMap<T::Id, T>> {
     let load = parse_csv::<T>("generated.csv", csv.as_bytes())?;
     Ok(load.rows.into_iter().map(|r| (r.id(), r)).collect())
 }
@@ -265,7 +267,7 @@ fn timed_run(
     run: usize,
     batches: Vec<ShardBatch>,
     items: &BTreeMap<i64, Item>,
-    promos: &BTreeMap<i64, Promo>,
+    promos: &BTreeMap<PromoId, Promo>,
     oracle: &BTreeMap<(i64, i64), serde_json::Value>,
     expected: Expected,
 ) -> Result<RunResult> {
@@ -481,7 +483,7 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let items: BTreeMap<i64, Item> = rows(&d.items_csv)?;
-    let promos: BTreeMap<i64, Promo> = rows(&d.promos_csv)?;
+    let promos: BTreeMap<PromoId, Promo> = rows(&d.promos_csv)?;
     if args.decode_only {
         perf_control(&args, "enable")?;
         for _ in 0..5 {

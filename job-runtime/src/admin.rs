@@ -1,28 +1,128 @@
 //! The admin server of a job pod: `/metrics` (Prometheus text), `/healthz` (the engine thread
 //! is alive: a dead engine is a pod to restart), `/readyz` (the job is processing: reference
-//! data loaded and the state open; a pod that is catching up is ready, it is doing its work).
+//! data loaded and the state open; a pod that is catching up is ready, it is doing its work),
+//! and the control API of [`tributary_crds::control`] (savepoints, resume, the state report;
+//! changes need the control token).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
+use tributary_crds::control::{
+    RESUME_PATH, SAVEPOINTS_PATH, STATE_PATH, SavepointRequest, StateReport,
+};
+
+use crate::savepoint::control::{RequestError, SavepointControl};
 
 /// Health flags shared with the engine.
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     pub alive: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
+    /// Set at the first commit on the state this process runs on.
+    pub committed: Arc<AtomicBool>,
+}
+
+/// What the control endpoints serve; set once the state is open (before that they answer 503).
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub savepoints: Arc<SavepointControl>,
+    pub state_id: String,
+    pub restored_from: Option<String>,
 }
 
 #[derive(Clone)]
 struct AdminState {
     registry: Registry,
     health: Health,
+    control: Arc<std::sync::OnceLock<ControlPlane>>,
+}
+
+fn starting() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "starting: the state is not open yet",
+    )
+        .into_response()
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn request_savepoint(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Json<SavepointRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Some(c) = s.control.get() else {
+        return starting();
+    };
+    if !c.savepoints.authorized(authorization(&headers)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a valid control token is required",
+        )
+            .into_response();
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    match c.savepoints.request(req) {
+        Ok(report) => (StatusCode::ACCEPTED, Json(report)).into_response(),
+        Err(e @ RequestError::Busy(_)) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+        Err(e @ RequestError::NotConfigured) => {
+            (StatusCode::PRECONDITION_FAILED, e.to_string()).into_response()
+        }
+        Err(e @ RequestError::BadId) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+async fn savepoint_report(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let Some(c) = s.control.get() else {
+        return starting();
+    };
+    match c.savepoints.report(&id) {
+        Some(r) => Json(r).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such savepoint in this process").into_response(),
+    }
+}
+
+async fn resume(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    let Some(c) = s.control.get() else {
+        return starting();
+    };
+    if !c.savepoints.authorized(authorization(&headers)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a valid control token is required",
+        )
+            .into_response();
+    }
+    c.savepoints.resume();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn state_report(State(s): State<AdminState>) -> Response {
+    let Some(c) = s.control.get() else {
+        return starting();
+    };
+    Json(StateReport {
+        state_id: c.state_id.clone(),
+        restored_from: c.restored_from.clone(),
+        committed: s.health.committed.load(Ordering::Relaxed),
+        stopped: c.savepoints.stopped(),
+    })
+    .into_response()
 }
 
 async fn metrics(State(s): State<AdminState>) -> (StatusCode, String) {
@@ -61,13 +161,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     health: Health,
+    control: Arc<std::sync::OnceLock<ControlPlane>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { registry, health });
+        .route(SAVEPOINTS_PATH, post(request_savepoint))
+        .route(&format!("{SAVEPOINTS_PATH}/{{id}}"), get(savepoint_report))
+        .route(RESUME_PATH, post(resume))
+        .route(STATE_PATH, get(state_report))
+        .with_state(AdminState {
+            registry,
+            health,
+            control,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

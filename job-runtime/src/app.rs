@@ -20,22 +20,26 @@ use tokio_util::sync::CancellationToken;
 use tributary_crds::document_id::DocumentIdTemplate;
 use tributary_crds::job_config::JobConfig;
 
-use crate::admin::{self, Health};
+use crate::admin::{self, ControlPlane, Health};
 use crate::engine::{self, Committed, Control, Core, EngineConfig, Inputs, Streams};
 use crate::join::JoinRules;
 use crate::metrics::Metrics;
 use crate::reference::loader::{Loader, Table};
 use crate::s3uri::S3Uri;
+use crate::savepoint::control::{SavepointControl, Wiring};
+use crate::savepoint::restore;
 use crate::sink::dead_letter::{DeadLetterSink, DeadLetterWriter};
 use crate::sink::opensearch::{OpenSearchConfig, OpenSearchSink};
 use crate::sink::s3::S3Sink;
-use crate::sink::{self, Batching};
+use crate::sink::{self, Batching, Drain};
 use crate::source::assign::Assignment;
 use crate::source::coordination::Coordination;
 use crate::source::kinesis::{self, SourceContext, SourceSettings, StreamConfig};
 use crate::source::metrics::SourceMetrics;
 use crate::source::{Position, Positions, StreamRole};
 use crate::state::RocksState;
+use crate::state::export::Identity;
+use tributary_crds::job_config::{SavepointLocation, StateConfig};
 
 /// Batches waiting in each input channel (dimensions, sales).
 const INPUT_BATCHES: usize = 4;
@@ -49,8 +53,10 @@ pub struct Settings {
     pub ordinal: u32,
     pub opensearch_username: Option<String>,
     pub opensearch_password: Option<String>,
-    /// How long the sinks may take to deliver at shutdown.
+    /// How long the sinks may take to deliver at shutdown (and each step of a savepoint).
     pub drain_timeout: Duration,
+    /// The control API's token (`TRIBUTARY_CONTROL_TOKEN`); without it nothing is accepted.
+    pub control_token: Option<String>,
     pub source: SourceSettings,
 }
 
@@ -68,6 +74,81 @@ fn quantity_bytes(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -
     let b =
         tributary_crds::quantity::bytes(q).with_context(|| format!("invalid size {:?}", q.0))?;
     Ok(usize::try_from(b).unwrap_or(usize::MAX))
+}
+
+/// What a replica does with the state its volume holds (see [`StateConfig`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Start {
+    /// Run on it.
+    AsIs,
+    /// Run on it, recording the configured id (a state from before ids, or a new one).
+    Adopt,
+    /// Replace it with an empty state (positions from `startPosition`).
+    Fresh,
+    /// Replace it with this replica's share of a savepoint.
+    Restore(SavepointLocation),
+}
+
+fn start_kind(found: &Identity, wanted: &StateConfig) -> Start {
+    if wanted.id.is_empty() {
+        return Start::AsIs;
+    }
+    let replace = || match &wanted.restore {
+        Some(sp) => Start::Restore(sp.clone()),
+        None => Start::Fresh,
+    };
+    match found {
+        Identity::Named(id) if *id == wanted.id => Start::AsIs,
+        Identity::Unnamed if wanted.restore.is_none() => Start::Adopt,
+        Identity::Unnamed | Identity::Named(_) | Identity::Incomplete => replace(),
+    }
+}
+
+/// Open the state at `dir`, replaced first when the configuration asks for another one.
+fn open_state(dir: &std::path::Path, wanted: &StateConfig) -> Result<(RocksState, Start)> {
+    std::fs::create_dir_all(dir)?;
+    let state = RocksState::open(dir)?;
+    let found = state.identity()?;
+    let start = start_kind(&found, wanted);
+    match &start {
+        Start::AsIs => return Ok((state, start)),
+        Start::Adopt => {
+            state.complete_identity(&wanted.id, None)?;
+            return Ok((state, start));
+        }
+        Start::Fresh | Start::Restore(_) => {}
+    }
+    tracing::info!(found = ?found, wanted = %wanted.id, restore = ?wanted.restore.as_ref().map(|r| &r.id),
+        "replacing the state on the volume");
+    drop(state);
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    std::fs::create_dir_all(dir)?;
+    let state = RocksState::open(dir)?;
+    state.begin_identity()?;
+    if start == Start::Fresh {
+        state.complete_identity(&wanted.id, None)?;
+    }
+    Ok((state, start))
+}
+
+/// Where the restored waiting sales go: the open sales shards as listed now.
+async fn sales_router(config: &JobConfig, replicas: u32) -> Result<restore::Router> {
+    let source = &config.sources.sales;
+    let client = crate::aws::kinesis_client(&config.aws, source).await;
+    let listed = kinesis::list_shards(&client, &kinesis::StreamRef::parse(&source.stream))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "listing the shards of {}: {}",
+                source.stream,
+                aws_sdk_kinesis::error::DisplayErrorContext(e)
+            )
+        })?;
+    let shards = listed
+        .iter()
+        .map(kinesis::plan::ShardInfo::from_sdk)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(restore::Router::new(&shards, replicas))
 }
 
 async fn shutdown_signal() {
@@ -96,6 +177,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let metrics = Metrics::new(&registry).context("registering metrics")?;
     let source_metrics = SourceMetrics::register(&registry).context("registering metrics")?;
     let health = Health::default();
+    let control_plane = Arc::new(std::sync::OnceLock::<ControlPlane>::new());
 
     let replicas = i64::from(config.replicas.max(1));
     let assignment = Assignment::new(settings.ordinal, replicas)
@@ -109,20 +191,19 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         listener,
         registry.clone(),
         health.clone(),
+        Arc::clone(&control_plane),
         cancel.clone().cancelled_owned(),
     ));
     tracing::info!(addr = %settings.admin_addr, ordinal = settings.ordinal, replicas,
         pipeline = %format!("{}/{}", config.pipeline.namespace, config.pipeline.name), "starting");
 
-    // State.
+    // State: the volume's, or a replacement the configuration asks for.
     let dir = settings.state_dir.clone();
-    let state = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        RocksState::open(&dir).map_err(anyhow::Error::from)
-    })
-    .await??;
+    let wanted = config.state.clone();
+    let (state, start) = tokio::task::spawn_blocking(move || open_state(&dir, &wanted)).await??;
     let lineage = state.lineage()?;
     let reader = state.outbox_reader();
+    let export = state.export();
 
     // Clients.
     let s3 = crate::aws::s3_client(&config.aws).await;
@@ -154,7 +235,30 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let ids = DocumentIdTemplate::parse(&config.sinks.opensearch.spec.document_id)
         .map_err(|e| anyhow::anyhow!("sinks.opensearch.documentId: {e}"))?;
     let engine_cfg = EngineConfig::new(streams.clone(), JoinRules::from(&config.join), ids);
-    let core = Core::new(state, engine_cfg, metrics.clone())?;
+    let mut core = Core::new(state, engine_cfg, metrics.clone())?;
+    if let Start::Restore(sp) = &start {
+        let folder = S3Uri::parse(&sp.uri)?;
+        let started = std::time::Instant::now();
+        let loaded = restore::load(&s3, &folder)
+            .await
+            .with_context(|| format!("restoring savepoint {}", sp.id))?;
+        let router = sales_router(&config, u32::try_from(replicas).unwrap_or(1))
+            .await
+            .with_context(|| format!("restoring savepoint {}", sp.id))?;
+        let (restored, figures) =
+            restore::restore(core, &s3, &loaded, settings.ordinal, &router, &streams)
+                .await
+                .with_context(|| format!("restoring savepoint {}", sp.id))?;
+        core = restored;
+        core.state()
+            .complete_identity(&config.state.id, Some(&sp.id))?;
+        tracing::info!(savepoint = %sp.id, parts = figures.parts, bytes = figures.bytes,
+            customer_versions = figures.customer_versions, address_versions = figures.address_versions,
+            waiting_sales_taken = figures.waiting_sales_taken, waiting_sales_seen = figures.waiting_sales_seen,
+            positions = figures.positions, ms = started.elapsed().as_millis() as u64,
+            "restored this replica's share of the savepoint");
+    }
+    let restored_from = core.state().restored_from()?;
     let initial_positions: Positions = core.committed_positions().clone();
     let initial_outbox = core.state().outbox_next();
 
@@ -165,6 +269,8 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let (control_tx, control_rx) = mpsc::channel(64);
     let (delivered_tx, delivered_rx) = watch::channel(reader.first()?.unwrap_or(initial_outbox));
     let (engine_stop_tx, engine_stop_rx) = watch::channel(false);
+    let (pause_tx, pause_rx) = watch::channel(false);
+    let (paused_tx, paused_rx) = watch::channel(false);
     let (committed_tx, mut committed_rx) = watch::channel(Committed {
         outbox_next: initial_outbox,
         positions: initial_positions.clone(),
@@ -175,7 +281,10 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         control: control_rx,
         delivered: delivered_rx,
         stop: engine_stop_rx,
+        pause: pause_rx,
+        paused: paused_tx,
     };
+    let delivered_watch = delivered_tx.subscribe();
     let handle = tokio::runtime::Handle::current();
     let alive = Arc::clone(&health.alive);
     admin::set(&alive, true);
@@ -193,8 +302,10 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let (positions_tx, positions_rx) = watch::channel(initial_positions.clone());
     let (outbox_tx, outbox_rx) = watch::channel(initial_outbox);
     let coordination = Arc::new(Coordination::new(s3.clone(), &config.dead_letter.uri)?);
+    let committed_outbox = outbox_rx.clone();
     {
         let coordination = Arc::clone(&coordination);
+        let committed_flag = Arc::clone(&health.committed);
         let sales = streams.sales.clone();
         let mut published: BTreeSet<String> = initial_positions
             .iter()
@@ -204,6 +315,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         tokio::spawn(async move {
             while committed_rx.changed().await.is_ok() {
                 let c = committed_rx.borrow_and_update().clone();
+                admin::set(&committed_flag, true);
                 outbox_tx.send_replace(c.outbox_next);
                 for ((stream, shard), p) in &c.positions {
                     if *stream == sales && *p == Position::Finished && !published.contains(shard) {
@@ -286,7 +398,8 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     drop(control_tx);
 
     // Sinks, and the slowest cursor for trimming and backpressure.
-    let (sinks_stop_tx, sinks_stop_rx) = watch::channel(false);
+    let (sinks_stop_tx, sinks_stop_rx) = watch::channel(Drain::Normal);
+    let sinks_stop_tx = Arc::new(sinks_stop_tx);
     let mut sink_tasks = Vec::new();
     let mut cursors = Vec::new();
     let s3_location = S3Uri::parse(&config.sinks.s3.uri)?;
@@ -347,6 +460,37 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         });
     }
 
+    // The control API: savepoints of this replica's state.
+    let savepoints = SavepointControl::new(
+        settings.control_token.clone(),
+        Wiring {
+            client: s3.clone(),
+            export,
+            location: config
+                .savepoints
+                .as_ref()
+                .map(|sp| S3Uri::parse(&sp.uri))
+                .transpose()?,
+            pipeline: format!("{}/{}", config.pipeline.namespace, config.pipeline.name),
+            ordinal: settings.ordinal,
+            replicas: u32::try_from(replicas).unwrap_or(1),
+            state_id: config.state.id.clone(),
+            restored_from: restored_from.clone(),
+            sales_stream: streams.sales.clone(),
+            pause: pause_tx,
+            paused: paused_rx,
+            drain: Arc::clone(&sinks_stop_tx),
+            committed_outbox,
+            delivered: delivered_watch,
+            step_timeout: settings.drain_timeout.max(Duration::from_secs(60)),
+        },
+    );
+    let _ = control_plane.set(ControlPlane {
+        savepoints,
+        state_id: config.state.id.clone(),
+        restored_from,
+    });
+
     // Ready once both reference tables are in (the engine then releases sales).
     {
         let ready = Arc::clone(&health.ready);
@@ -389,7 +533,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let engine_result = tokio::task::spawn_blocking(move || engine_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
-    sinks_stop_tx.send_replace(true);
+    sinks_stop_tx.send_replace(Drain::Stop);
     let drain = futures::future::join_all(sink_tasks);
     match tokio::time::timeout(settings.drain_timeout, drain).await {
         Ok(results) => {

@@ -14,9 +14,11 @@ pub mod events;
 pub mod r#gen; // `gen` is a reserved keyword in edition 2024
 pub mod join;
 pub mod metrics;
+pub mod objects;
 pub mod output;
 pub mod reference;
 pub mod s3uri;
+pub mod savepoint;
 pub mod sink;
 pub mod source;
 pub mod state;

@@ -95,6 +95,7 @@ fn settings(args: &Args, config: &JobConfig) -> anyhow::Result<Settings> {
         opensearch_username: std::env::var(env::OPENSEARCH_USERNAME).ok(),
         opensearch_password: std::env::var(env::OPENSEARCH_PASSWORD).ok(),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+        control_token: std::env::var(env::CONTROL_TOKEN).ok(),
         source: SourceSettings {
             relist_interval: Duration::from_secs(args.relist_seconds.max(1)),
             idle_interval: Duration::from_millis(args.idle_poll_ms.max(200)),

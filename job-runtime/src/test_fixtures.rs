@@ -43,7 +43,19 @@ pub fn address(id: &str, at: i64, city: &str) -> Address {
     .unwrap()
 }
 
-pub fn sale(order: i64, item: i64, bill: &str, ship: &str, at: i64, promo: Option<i64>) -> Sale {
+pub fn sale(order: i64, item: i64, bill: &str, ship: &str, at: i64, promo: Option<&str>) -> Sale {
+    sale_with_promo_json(order, item, bill, ship, at, serde_json::json!(promo))
+}
+
+/// [`sale`] with `promo_id` given as any JSON value (a number, a string, null).
+pub fn sale_with_promo_json(
+    order: i64,
+    item: i64,
+    bill: &str,
+    ship: &str,
+    at: i64,
+    promo: serde_json::Value,
+) -> Sale {
     decode_sale(
         serde_json::json!({
             "order_id": order, "item_id": item, "quantity": 3,
@@ -82,9 +94,8 @@ pub fn item(id: i64) -> Item {
     .unwrap()
 }
 
-pub fn promo(id: i64) -> Promo {
-    let id = id.to_string();
-    Promo::from_columns(&[&id, "1000.00", "1", "promo", "purpose", "start", "end", ""])
+pub fn promo(id: &str) -> Promo {
+    Promo::from_columns(&[id, "1000.00", "1", "promo", "purpose", "start", "end", ""])
         .unwrap()
         .unwrap()
 }

@@ -162,7 +162,7 @@ pub fn sample_document(i: u64) -> Value {
         "net_paid": 55.50, "net_paid_inc_tax": 57.72, "net_paid_inc_ship": 60.60,
         "net_paid_inc_ship_tax": 62.82, "net_profit": 18.60,
         "bill_customer_id": format!("C{i}"), "ship_customer_id": format!("S{i}"),
-        "warehouse_id": "W1", "promo_id": 3, "ship_delay": "2 days", "ship_mode": "EXPRESS",
+        "warehouse_id": "W1", "promo_id": "3", "ship_delay": "2 days", "ship_mode": "EXPRESS",
         "ship_carrier": "UPS", "sale_datetime": "2020-01-01T05:00:00.123Z",
         "item": {
             "item_id": 7, "item_desc": "A sturdy oak table for small kitchens", "brand": "amalgexporti #1",
@@ -172,7 +172,7 @@ pub fn sample_document(i: u64) -> Value {
         "bill_customer": customer(&format!("C{i}"), "Alice", "Secretname", &format!("alice{i}@example.com"), "1980-02-03T00:00:00Z"),
         "ship_customer": customer(&format!("S{i}"), "Bob", "Hiddenlast", &format!("bob{i}@example.com"), "1975-06-07T00:00:00Z"),
         "promo": {
-            "promo_id": 3, "cost": 1000.00, "response_target": 1, "promo_name": "spring sale",
+            "promo_id": "3", "cost": 1000.00, "response_target": 1, "promo_name": "spring sale",
             "purpose": "Unknown", "promo_start_date": "2020-01-01", "promo_end_date": "2020-02-01"
         }
     })

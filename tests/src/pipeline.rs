@@ -210,15 +210,40 @@ impl Fixture {
     }
 
     pub fn start(&self, admin_port: u16) -> Result<Child> {
+        self.start_replica(admin_port, &self.config_path(), "state", 0, None)
+    }
+
+    /// Write another job configuration next to the fixture's; returns its path.
+    pub fn write_config(&self, file: &str, config: &JobConfig) -> Result<PathBuf> {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, config.to_yaml()?)?;
+        Ok(path)
+    }
+
+    /// Start one replica: its configuration, its state folder (a volume of its own), its
+    /// ordinal, and the control token it accepts.
+    pub fn start_replica(
+        &self,
+        admin_port: u16,
+        config: &std::path::Path,
+        state: &str,
+        ordinal: u32,
+        control_token: Option<&str>,
+    ) -> Result<Child> {
         let bin = std::env::var("TRIBUTARY_RUNTIME_BIN")
             .context("TRIBUTARY_RUNTIME_BIN is not set: run through `cargo xtask test`")?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("runtime.log"))?;
-        Ok(Command::new(bin)
-            .env("TRIBUTARY_CONFIG", self.config_path())
-            .env("TRIBUTARY_STATE_DIR", self.dir.path().join("state"))
+        let mut cmd = Command::new(bin);
+        if let Some(t) = control_token {
+            cmd.env(tributary_crds::job_config::env::CONTROL_TOKEN, t);
+        }
+        Ok(cmd
+            .env("TRIBUTARY_CONFIG", config)
+            .env("TRIBUTARY_STATE_DIR", self.dir.path().join(state))
+            .env("TRIBUTARY_ORDINAL", ordinal.to_string())
             .env("TRIBUTARY_POD_IP", "127.0.0.1")
             .env("TRIBUTARY_ADMIN_PORT", admin_port.to_string())
             .env("TRIBUTARY_IDLE_POLL_MS", "200")
@@ -300,6 +325,18 @@ impl Fixture {
             out.push((key, body));
         }
         Ok(out)
+    }
+
+    /// Replace an object of the fixture's bucket.
+    pub async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await?;
+        Ok(())
     }
 
     /// `(order_id, item_id)` of every Parquet row (asserting day partitions match).
@@ -411,6 +448,20 @@ pub async fn http(url: &str) -> Result<(u16, String)> {
     let out = Command::new("curl")
         .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
         .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+/// POST a JSON body, with a bearer token when given; the status and the body.
+pub async fn http_post(url: &str, body: &str, token: Option<&str>) -> Result<(u16, String)> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .args(["-H", "Content-Type: application/json", "-d", body]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = cmd.arg(url).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))

@@ -33,8 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tributary_crds::document_id::DocumentIdTemplate;
 
-use crate::events::{Item, Promo, decode_address, decode_customer, decode_sale};
-use crate::join::{JoinOutput, JoinRules, JoinStats, Joiner, ProcessingTime};
+use crate::events::{Item, Promo, PromoId, decode_address, decode_customer, decode_sale};
+use crate::join::{
+    JoinOutput, JoinRules, JoinState, JoinStats, Joiner, PendingSale, ProcessingTime,
+};
 use crate::metrics::Metrics;
 use crate::output::{DeadLetterRecord, OutputError, OutputRecord};
 use crate::source::{Position, ShardBatch, SourceRecord, StreamRole};
@@ -95,12 +97,21 @@ impl EngineConfig {
 pub enum Control {
     /// A new items snapshot (every row); changed rows are applied, then re-joined.
     Items(BTreeMap<i64, Item>),
-    Promos(BTreeMap<i64, Promo>),
+    Promos(BTreeMap<PromoId, Promo>),
     /// The dimension shards of `stream` being read or waiting to be read.
     ActiveShards {
         stream: String,
         shards: BTreeSet<String>,
     },
+}
+
+/// A row of a savepoint's dimension or reference state.
+#[derive(Debug)]
+pub enum RestoredRow {
+    Customer(crate::events::Customer),
+    Address(crate::events::Address),
+    Item(Item),
+    Promo(Promo),
 }
 
 /// What a commit changed, for whoever follows the engine.
@@ -135,7 +146,7 @@ pub struct Core {
     /// Every committed position.
     committed: BTreeMap<ShardKey, Position>,
     items: BTreeMap<i64, Item>,
-    promos: BTreeMap<i64, Promo>,
+    promos: BTreeMap<PromoId, Promo>,
     items_loaded: bool,
     promos_loaded: bool,
     metrics: Metrics,
@@ -425,6 +436,34 @@ impl Core {
         Ok(())
     }
 
+    /// Restore: a dimension or reference row as it was in a savepoint (stored as is: the
+    /// savepoint's versions are already compacted, and nothing waits yet).
+    pub fn restore_row(&mut self, row: RestoredRow) -> Result<(), EngineError> {
+        let state = self.joiner.state_mut();
+        match row {
+            RestoredRow::Customer(c) => state.put_customer(c)?,
+            RestoredRow::Address(a) => state.put_address(a)?,
+            RestoredRow::Item(i) => state.put_item(i)?,
+            RestoredRow::Promo(p) => state.put_promo(p)?,
+        }
+        self.touched();
+        Ok(())
+    }
+
+    /// Restore: a waiting sale of a savepoint, re-evaluated against the restored rows.
+    pub fn restore_pending(&mut self, p: PendingSale) -> Result<(), EngineError> {
+        let out = self.joiner.restore_pending(p)?;
+        self.touched();
+        self.outputs(out)
+    }
+
+    /// Restore: the positions the restored state resumes from (committed by the next
+    /// [`Core::commit`]).
+    pub fn restore_positions(&mut self, positions: BTreeMap<ShardKey, Position>) {
+        self.positions.extend(positions);
+        self.touched();
+    }
+
     /// Join or dead-letter every waiting sale whose deadline has passed.
     pub fn expire(&mut self) -> Result<(), EngineError> {
         let now = self.now();
@@ -496,6 +535,13 @@ pub struct Inputs {
     pub delivered: watch::Receiver<u64>,
     /// Set to true to stop: the engine commits what it applied and returns.
     pub stop: watch::Receiver<bool>,
+    /// Set to true to pause (for a savepoint): the engine commits what it applied, then
+    /// applies nothing (no input, no reference data, no deadlines) until it is set back to
+    /// false. The sources keep their channels full meanwhile and the positions stay where the
+    /// commit left them.
+    pub pause: watch::Receiver<bool>,
+    /// The engine's answer: true once paused and committed, false once running again.
+    pub paused: watch::Sender<bool>,
 }
 
 enum Event {
@@ -517,7 +563,40 @@ pub fn run(
     let mut next_expire = Instant::now() + core.cfg.expire_interval;
     let mut next_gauges = Instant::now();
     let mut paused_logged = false;
+    // Whether anyone can still pause or resume the engine (a closed channel means never again).
+    let mut pause_open = true;
     loop {
+        if pause_open && *inputs.pause.borrow_and_update() {
+            let c = core.commit()?;
+            committed.send_replace(c);
+            inputs.paused.send_replace(true);
+            tracing::info!("paused: committed, applying nothing until resumed");
+            let stop = handle.block_on(async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = inputs.stop.changed() => if r.is_err() || *inputs.stop.borrow() {
+                            return true;
+                        },
+                        r = inputs.pause.changed() => match r {
+                            Err(_) => {
+                                pause_open = false;
+                                return false;
+                            }
+                            Ok(()) if !*inputs.pause.borrow() => return false,
+                            Ok(()) => {}
+                        },
+                    }
+                }
+            });
+            inputs.paused.send_replace(false);
+            if stop {
+                return Ok(core);
+            }
+            tracing::info!("resumed");
+            // Deadlines that passed while paused fire on the next tick.
+            continue;
+        }
         let outbox_next = core.state().outbox_next();
         let delivered = *inputs.delivered.borrow();
         let lag = outbox_next.saturating_sub(delivered);
@@ -540,6 +619,10 @@ pub fn run(
                 r = inputs.stop.changed() => match r {
                     Ok(()) if !*inputs.stop.borrow() => Event::Tick,
                     _ => Event::Stop,
+                },
+                r = inputs.pause.changed(), if pause_open => {
+                    pause_open = r.is_ok();
+                    Event::Tick
                 },
                 Some(c) = inputs.control.recv() => Event::Control(c),
                 Some(b) = inputs.dimensions.recv(), if !paused => Event::Dimension(b),

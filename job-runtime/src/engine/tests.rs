@@ -49,7 +49,7 @@ fn records(d: &Dataset, role: StreamRole) -> &[Record] {
     }
 }
 
-fn rows<T: ReferenceRow>(csv: &str) -> BTreeMap<i64, T> {
+fn rows<T: ReferenceRow>(csv: &str) -> BTreeMap<T::Id, T> {
     let load =
         parse_file::<T>(ReferenceFormat::Csv, "x.csv", Bytes::from(csv.to_string())).unwrap();
     Snapshot::from_files(vec![("x.csv".into(), load)])

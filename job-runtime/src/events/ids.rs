@@ -48,8 +48,12 @@ string_id!(
     /// `warehouse_id` of a sale (not joined: there is no warehouse stream).
     WarehouseId
 );
+string_id!(
+    /// `promo_id` of a promo row (the promo file's first column) and of a sale, where it may
+    /// be null (no promotion). Text in the source (`"1"` is the text "1"), so `P12` is as
+    /// valid as `12`.
+    PromoId
+);
 
 /// `item_id`: an integer in the source (TPC-DS surrogate key); non-numeric rows are rejected.
 pub type ItemId = i64;
-/// `promo_id`: an integer (the promo file's first column); null on sales without a promo.
-pub type PromoId = i64;

@@ -172,7 +172,7 @@ fn sale_members(o: &mut Obj<'_>, s: &Sale) -> Result<(), serde_json::Error> {
     o.str("bill_customer_id", s.bill_customer_id.as_str());
     o.str("ship_customer_id", s.ship_customer_id.as_str());
     o.opt_str("warehouse_id", s.warehouse_id.as_ref().map(|w| w.as_str()));
-    o.opt_int("promo_id", s.promo_id);
+    o.opt_str("promo_id", s.promo_id.as_ref().map(|p| p.as_str()));
     o.opt_str("ship_delay", s.ship_delay.as_deref());
     o.opt_str("ship_mode", s.ship_mode.as_deref());
     o.opt_str("ship_carrier", s.ship_carrier.as_deref());
@@ -251,7 +251,7 @@ fn enriched_customer(out: &mut Vec<u8>, c: &EnrichedCustomer) {
 
 fn promo(out: &mut Vec<u8>, p: &Promo) {
     let mut o = Obj::open(out);
-    o.int("promo_id", p.promo_id);
+    o.str("promo_id", p.promo_id.as_str());
     o.opt_decimal("cost", p.cost.as_ref());
     o.opt_int("response_target", p.response_target);
     o.opt_str("promo_name", p.promo_name.as_deref());
@@ -313,7 +313,8 @@ pub fn write_document(out: &mut Vec<u8>, doc: &EnrichedSale) -> Result<(), serde
 pub(crate) mod tests {
     use super::*;
     use crate::events::{
-        AddressId, CustomerId, JoinFlag, Shared, decode_address, decode_customer, decode_sale,
+        AddressId, CustomerId, JoinFlag, PromoId, Shared, decode_address, decode_customer,
+        decode_sale,
     };
 
     fn shared<T: Render>(v: T) -> Shared<T> {
@@ -376,7 +377,7 @@ pub(crate) mod tests {
                 address: None,
             },
             promo: Some(shared(Promo {
-                promo_id: 5,
+                promo_id: PromoId::new("5"),
                 cost: Some(Decimal::new(100_000, 2)),
                 response_target: Some(1),
                 promo_name: Some("ought".into()),
@@ -394,9 +395,13 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         write_document(&mut out, &doc).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.clone()).unwrap(),
             serde_json::to_string(&doc).unwrap()
         );
+        // The sale sent promo id 5 as a number: both promo ids are written as the id's text.
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["promo_id"], "5");
+        assert_eq!(json["promo"]["promo_id"], "5");
         // And with every optional member absent.
         let mut bare = doc.clone();
         bare.promo = None;

@@ -96,6 +96,15 @@ impl Columns<'_, '_> {
             .map(|s| s.to_string())
     }
 
+    /// An id taken as text, trimmed like every other column read as a value.
+    fn id(&self, i: usize) -> Option<String> {
+        self.cols
+            .get(i)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+
     fn int(&self, i: usize) -> Result<Option<i64>, DecodeError> {
         match self.cols.get(i).map(|s| s.trim()) {
             None | Some("") => Ok(None),
@@ -168,7 +177,8 @@ impl Item {
 }
 
 impl Promo {
-    /// One row of the promo file: `Ok(None)` for the header row.
+    /// One row of the promo file: `Ok(None)` for the header row. The id is text, as in the
+    /// source: `P12` and `12` are both ids, and `12` joins a sale's `12` or `"12"`.
     pub fn from_columns(cols: &[&str]) -> Result<Option<Self>, DecodeError> {
         let c = Columns {
             cols,
@@ -179,7 +189,8 @@ impl Promo {
         }
         c.check_count()?;
         let promo_id = c
-            .int(0)?
+            .id(0)
+            .map(PromoId::new)
             .ok_or(DecodeError::MissingField { field: "promo_id" })?;
         Ok(Some(Self {
             promo_id,

@@ -15,7 +15,7 @@
 
 use super::fields::trim;
 use super::scan::{literal_end, number_end, string_end};
-use super::{CustomerId, EventTime, MAX_RECORD_BYTES, Sale, WarehouseId, money};
+use super::{CustomerId, EventTime, MAX_RECORD_BYTES, PromoId, Sale, WarehouseId, money};
 
 /// The members of a sale in the schema's order.
 const KEYS: [&str; 26] = [
@@ -195,7 +195,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Sale> {
         bill_customer_id: CustomerId::new(r.id()?),
         ship_customer_id: CustomerId::new(r.id()?),
         warehouse_id: r.opt_id()?.map(WarehouseId::new),
-        promo_id: r.opt_int()?,
+        promo_id: r.opt_id()?.map(PromoId::new),
         ship_delay: r.opt_text()?,
         ship_mode: r.opt_text()?,
         ship_carrier: r.opt_text()?,
@@ -230,8 +230,9 @@ mod tests {
         }
     }
 
-    /// Generated sale records (money as strings and as numbers, null promos and carriers):
-    /// the one-pass decoder takes every well-formed one, and agrees with the general path.
+    /// Generated sale records (money as strings and as numbers, promo ids as text, as digits in
+    /// strings and as numbers, null promos and carriers): the one-pass decoder takes every
+    /// well-formed one, and agrees with the general path.
     #[test]
     fn takes_the_generated_records_and_agrees() {
         let d = generate(&GenConfig {
@@ -250,18 +251,38 @@ mod tests {
         }
         assert!(well_formed >= 3_000);
         assert_eq!(taken, well_formed, "every well-formed generated sale");
+        // Every shape of promo id was among them.
+        let shapes: std::collections::BTreeSet<&str> = d
+            .sale_records
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.data).ok())
+            .map(|v| match &v["promo_id"] {
+                serde_json::Value::Number(_) => "number",
+                serde_json::Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) => "digits",
+                serde_json::Value::String(_) => "text",
+                _ => "null",
+            })
+            .collect();
+        assert_eq!(
+            shapes.into_iter().collect::<Vec<_>>(),
+            ["digits", "null", "number", "text"]
+        );
     }
 
     /// Every single-byte change of a record, at every position: whatever the one-pass decoder
-    /// returns, the general path returns too.
+    /// returns, the general path returns too. Once with a numeric promo id, once with text.
     #[test]
     fn mutated_records_agree_with_the_general_path() {
-        let record = r#"{"order_id":1050,"item_id":"40","quantity":" 64","wholesale_cost":67.36,"list_price":"72.40","sales_price":-72.34,"ext_discount_amt":" 3.84 ","ext_sales_price":4629.76,"ext_wholesale_cost":"","ext_list_price":4.6336E+3,"ext_tax":null,"coupon_amt":0.00,"ext_ship_cost":"46.78","net_paid":4629.76,"net_paid_inc_tax":"4953.84","net_paid_inc_ship":4676.54,"net_paid_inc_ship_tax":"5000.62","net_profit":318.72,"bill_customer_id":"AAAAAAAAPGAAAAAA","ship_customer_id":77,"warehouse_id":"","promo_id":6,"ship_delay":12,"ship_mode":"SEA é","ship_carrier":null,"sale_datetime":"2020-01-01T04:07:41.124+02:00"}"#
-            .as_bytes();
-        assert!(agrees(record), "the base record is taken");
-        crate::events::scan::for_each_mutation(record, |m| {
-            agrees(m);
-        });
+        let record = r#"{"order_id":1050,"item_id":"40","quantity":" 64","wholesale_cost":67.36,"list_price":"72.40","sales_price":-72.34,"ext_discount_amt":" 3.84 ","ext_sales_price":4629.76,"ext_wholesale_cost":"","ext_list_price":4.6336E+3,"ext_tax":null,"coupon_amt":0.00,"ext_ship_cost":"46.78","net_paid":4629.76,"net_paid_inc_tax":"4953.84","net_paid_inc_ship":4676.54,"net_paid_inc_ship_tax":"5000.62","net_profit":318.72,"bill_customer_id":"AAAAAAAAPGAAAAAA","ship_customer_id":77,"warehouse_id":"","promo_id":6,"ship_delay":12,"ship_mode":"SEA é","ship_carrier":null,"sale_datetime":"2020-01-01T04:07:41.124+02:00"}"#;
+        let text_promo = record.replace(r#""promo_id":6,"#, r#""promo_id":"P 6","#);
+        assert_ne!(text_promo, record);
+        for record in [record, text_promo.as_str()] {
+            let record = record.as_bytes();
+            assert!(agrees(record), "the base record is taken");
+            crate::events::scan::for_each_mutation(record, |m| {
+                agrees(m);
+            });
+        }
     }
 
     #[test]

@@ -98,7 +98,7 @@ mod tests {
         let c = test_fixtures::customer("C\"1", "A1", 10, "Zoë \n");
         let a = test_fixtures::address("A1", 0, "Spring\tfield");
         let i = test_fixtures::item(7);
-        let p = test_fixtures::promo(5);
+        let p = test_fixtures::promo("5");
         assert_eq!(
             Shared::new(c.clone()).unwrap().json(),
             serde_json::to_vec(&c).unwrap().as_slice()

@@ -96,7 +96,42 @@ fn ids_and_integers_accept_strings_and_numbers() {
     );
     assert_eq!(a.bill_customer_id, CustomerId::from("42"));
     assert_eq!(a.warehouse_id, Some(WarehouseId::from("7")));
-    assert_eq!((a.promo_id, a.quantity), (Some(5), Some(3)));
+    assert_eq!(
+        (a.promo_id, a.quantity),
+        (Some(PromoId::from("5")), Some(3))
+    );
+}
+
+#[test]
+fn promo_ids_are_text_ids() {
+    let promo =
+        |v: serde_json::Value| decode_sale(&sale_json(serde_json::json!({ "promo_id": v })));
+    // A number and the string of its digits are the same id; text is kept as sent.
+    assert_eq!(promo(serde_json::json!(5)), promo(serde_json::json!("5")));
+    for (sent, id) in [
+        (serde_json::json!(5), "5"),
+        (serde_json::json!(-5), "-5"),
+        (serde_json::json!("P12"), "P12"),
+        (serde_json::json!("007"), "007"),
+        (serde_json::json!(" P 1"), " P 1"),
+    ] {
+        assert_eq!(
+            promo(sent.clone()).unwrap().promo_id,
+            Some(PromoId::from(id)),
+            "{sent}"
+        );
+    }
+    assert_eq!(promo(serde_json::json!("")).unwrap().promo_id, None);
+    // What an id cannot be, as for customer ids.
+    for bad in [
+        serde_json::json!(5.5),
+        serde_json::json!(true),
+        serde_json::json!({ "id": 5 }),
+    ] {
+        assert_eq!(reason(promo(bad.clone())), "wrong_type", "{bad}");
+    }
+    let s = promo(serde_json::json!("P12")).unwrap();
+    assert_eq!(s.field("promo_id").as_deref(), Some("P12"));
 }
 
 #[test]
@@ -229,6 +264,19 @@ fn reference_rows() {
         .unwrap()
         .unwrap();
     assert_eq!(p.cost.unwrap().to_string(), "0.0");
+    // The original reads promo id "1" as the text "1": any text is an id, trimmed like the
+    // other columns; only a missing one is refused.
+    assert_eq!(p.promo_id, PromoId::from("1"));
+    let text = Promo::from_columns(&[" P12 ", "", "", "", "", "", "", ""])
+        .unwrap()
+        .unwrap();
+    assert_eq!(text.promo_id, PromoId::from("P12"));
+    assert_eq!(
+        Promo::from_columns(&[" ", "", "", "", "", "", "", ""])
+            .unwrap_err()
+            .reason(),
+        "missing_field"
+    );
     assert_eq!(test_fixtures::item(7).item_id, 7);
 }
 

@@ -39,8 +39,8 @@ use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
 use crate::events::{
-    Address, Customer, EnrichedCustomer, EnrichedSale, Item, Promo, Shared, decode_address,
-    decode_customer, decode_sale,
+    Address, Customer, EnrichedCustomer, EnrichedSale, Item, Promo, PromoId, Shared,
+    decode_address, decode_customer, decode_sale,
 };
 use json::Obj;
 
@@ -158,6 +158,16 @@ fn tpcds_id(prefix: &str, n: usize) -> String {
         v /= 16;
     }
     s
+}
+
+/// The `promo_id` of promo `n` (1-based): text (`P3`) for every third, digits for the others,
+/// so both kinds of id go through the files, the join and the documents.
+fn promo_id(n: usize) -> String {
+    if n.is_multiple_of(3) {
+        format!("P{n}")
+    } else {
+        n.to_string()
+    }
 }
 
 fn customer_id(i: usize) -> String {
@@ -424,7 +434,7 @@ pub fn generate(cfg: &GenConfig) -> Dataset {
     let mut promo_rows: Vec<Vec<String>> = Vec::with_capacity(cfg.promos);
     for id in 1..=cfg.promos {
         promo_rows.push(vec![
-            id.to_string(),
+            promo_id(id),
             cents(&mut rng, 10_000, 200_000).to_string(),
             "1".to_string(),
             format!("promo {id}, \"special\""),
@@ -479,7 +489,7 @@ pub fn generate(cfg: &GenConfig) -> Dataset {
         let promo = if cfg.promos == 0 || rng.random_bool(cfg.null_promo_share.clamp(0.0, 1.0)) {
             None
         } else {
-            Some(rng.random_range(1..=cfg.promos))
+            Some(promo_id(rng.random_range(1..=cfg.promos)))
         };
         for it in used_items {
             let n = next_seq();
@@ -490,7 +500,7 @@ pub fn generate(cfg: &GenConfig) -> Dataset {
                 it,
                 &customer_id(bill),
                 &customer_id(ship),
-                promo,
+                promo.as_deref(),
                 t,
             );
             sale_json.push((t, data.clone()));
@@ -656,7 +666,7 @@ fn sale_record(
     item_id: usize,
     bill: &str,
     ship: &str,
-    promo: Option<usize>,
+    promo: Option<&str>,
     t: i64,
 ) -> Vec<u8> {
     let q: i64 = rng.random_range(1..100);
@@ -709,7 +719,12 @@ fn sale_record(
             n.is_multiple_of(2),
         );
     match promo {
-        Some(p) => o.raw("promo_id", &p.to_string()),
+        // A numeric id comes as a JSON number or as a string of its digits (they must join
+        // the same promo); a text id as a string.
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => {
+            o.num("promo_id", p, n.is_multiple_of(3))
+        }
+        Some(p) => o.str("promo_id", p),
         None => o.null("promo_id"),
     };
     o.str(
@@ -834,13 +849,13 @@ fn oracle(
         })
         .map(|i| (i.item_id, i))
         .collect();
-    let promos: BTreeMap<i64, Shared<Promo>> = promo_rows
+    let promos: BTreeMap<PromoId, Shared<Promo>> = promo_rows
         .iter()
         .filter_map(|r| {
             let cols: Vec<&str> = r.iter().map(String::as_str).collect();
             Shared::new(Promo::from_columns(&cols).ok().flatten()?).ok()
         })
-        .map(|p| (p.promo_id, p))
+        .map(|p| (p.promo_id.clone(), p))
         .collect();
 
     let enriched = |id: &str, t| -> Option<EnrichedCustomer> {
@@ -861,9 +876,9 @@ fn oracle(
                 item: items.get(&sale.item_id)?.clone(),
                 bill_customer: enriched(sale.bill_customer_id.as_str(), t)?,
                 ship_customer: enriched(sale.ship_customer_id.as_str(), t)?,
-                promo: match sale.promo_id {
+                promo: match &sale.promo_id {
                     None => None,
-                    Some(p) => Some(promos.get(&p)?.clone()),
+                    Some(p) => Some(promos.get(p)?.clone()),
                 },
                 join_flags: Vec::new(),
                 sale: sale.clone(),

@@ -141,6 +141,44 @@ fn money_comes_both_as_strings_and_as_numbers() {
     assert!(strings > 0 && numbers > 0);
 }
 
+/// Promo ids are text in the file (`P3` and digits); sales send the text ones as strings and
+/// the numeric ones as numbers or as strings; documents carry every one as a string.
+#[test]
+fn promo_ids_come_as_text_as_digit_strings_and_as_numbers() {
+    let d = generate(&small());
+    let file_ids: Vec<String> = csv_rows(&d.promos_csv)[1..]
+        .iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(file_ids, ["1", "2", "P3", "4", "5"]);
+    let mut shapes: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in d
+        .sale_records
+        .iter()
+        .filter(|r| r.partition_key != "malformed")
+    {
+        let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+        let shape = match &v["promo_id"] {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(s) if s.starts_with('P') => "text",
+            serde_json::Value::String(_) => "digits",
+            other => panic!("promo_id {other:?}"),
+        };
+        *shapes.entry(shape).or_default() += 1;
+    }
+    assert_eq!(shapes.len(), 4, "{shapes:?}");
+    let mut joined = 0;
+    for doc in d.expected.values() {
+        if let Some(promo) = doc.get("promo") {
+            assert!(doc["promo_id"].is_string(), "{}", doc["promo_id"]);
+            assert_eq!(promo["promo_id"], doc["promo_id"]);
+            joined += 1;
+        }
+    }
+    assert!(joined > 0);
+}
+
 #[test]
 fn covers_shared_addresses_late_sales_and_updates() {
     let d = generate(&small());

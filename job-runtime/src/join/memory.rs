@@ -120,11 +120,12 @@ impl JoinState for MemoryState {
         Ok(self.items.get(&id).cloned())
     }
     fn put_promo(&mut self, promo: Promo) -> Result<(), Error> {
-        self.promos.insert(promo.promo_id, Shared::new(promo)?);
+        self.promos
+            .insert(promo.promo_id.clone(), Shared::new(promo)?);
         Ok(())
     }
-    fn promo(&self, id: PromoId) -> Result<Option<Shared<Promo>>, Error> {
-        Ok(self.promos.get(&id).cloned())
+    fn promo(&self, id: &PromoId) -> Result<Option<Shared<Promo>>, Error> {
+        Ok(self.promos.get(id).cloned())
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, Error> {

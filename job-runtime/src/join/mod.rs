@@ -59,12 +59,13 @@
 //! into a decoded, rendered cache entry that writes keep current, and with none for an id a
 //! filter proves unseen; `customer_at` is then a binary search; compaction deletes the older
 //! keys),
-//! `addresses` likewise, `items` / `promos`: `id` -> row, `pending`: `order_id | item_id` ->
-//! pending sale, `waiting`: `kind | id | order_id | item_id` -> empty (prefix scan, skipped
-//! when a counting filter over `kind | id` proves that no sale waits), `deadlines`:
-//! `deadline_ms | order_id | item_id` -> empty (iterate up to `now`), and `offsets`:
-//! `stream | shard` -> sequence number, all written in one `WriteBatch` per input batch so
-//! offsets only move together with the state they produced.
+//! `addresses` likewise, `items`: `item_id` (integer) -> row, `promos`: `promo_id` (string)
+//! -> row, `pending`: `order_id | item_id` -> pending sale, `waiting`:
+//! `kind | id | order_id | item_id` -> empty (prefix scan, skipped when a counting filter over
+//! `kind | id` proves that no sale waits), `deadlines`: `deadline_ms | order_id | item_id` ->
+//! empty (iterate up to `now`), and `offsets`: `stream | shard` -> sequence number, all
+//! written in one `WriteBatch` per input batch so offsets only move together with the state
+//! they produced.
 
 mod memory;
 mod state;
@@ -224,6 +225,26 @@ impl<S: JoinState> Joiner<S> {
         Ok(out)
     }
 
+    /// A waiting sale carried over from a savepoint, possibly written by another replica
+    /// than the one now holding it: evaluated against the state as restored (so a sale that
+    /// waited on one replica for a version another replica had read is released), then
+    /// emitted or waiting again for its first missing piece. Its arrival and deadline are
+    /// kept: a restore does not extend how long a sale may wait.
+    pub fn restore_pending(&mut self, p: PendingSale) -> Result<Vec<JoinOutput>, S::Error> {
+        let mut out = Vec::new();
+        if let Some(previous) = self.state.pending(p.sale.key())? {
+            self.unregister(&previous)?;
+        }
+        match self.resolve(&p.sale, Fallback::No)? {
+            Ok(parts) => self.emit(parts.with(p.sale), &mut out),
+            Err(missing) => self.register(PendingSale {
+                waiting_on: missing,
+                ..p
+            })?,
+        }
+        Ok(out)
+    }
+
     /// A customer version arrives.
     pub fn on_customer(&mut self, customer: Customer) -> Result<Vec<JoinOutput>, S::Error> {
         let id = customer.customer_id.clone();
@@ -275,7 +296,7 @@ impl<S: JoinState> Joiner<S> {
 
     /// A promo row is loaded (or reloaded) from the reference files.
     pub fn on_promo(&mut self, promo: Promo) -> Result<Vec<JoinOutput>, S::Error> {
-        let key = MissingKey::Promo(promo.promo_id);
+        let key = MissingKey::Promo(promo.promo_id.clone());
         self.state.put_promo(promo)?;
         self.reevaluate(&key)
     }
@@ -391,11 +412,11 @@ impl<S: JoinState> Joiner<S> {
         let Some(item) = self.state.item(sale.item_id)? else {
             return Ok(Err(MissingKey::Item(sale.item_id)));
         };
-        let promo = match sale.promo_id {
+        let promo = match &sale.promo_id {
             None => None,
             Some(id) => match self.state.promo(id)? {
                 Some(p) => Some(p),
-                None => return Ok(Err(MissingKey::Promo(id))),
+                None => return Ok(Err(MissingKey::Promo(id.clone()))),
             },
         };
         Ok(Ok(Joined {

@@ -139,7 +139,7 @@ pub trait JoinState {
     fn put_item(&mut self, item: Item) -> Result<(), Self::Error>;
     fn item(&self, id: ItemId) -> Result<Option<Shared<Item>>, Self::Error>;
     fn put_promo(&mut self, promo: Promo) -> Result<(), Self::Error>;
-    fn promo(&self, id: PromoId) -> Result<Option<Shared<Promo>>, Self::Error>;
+    fn promo(&self, id: &PromoId) -> Result<Option<Shared<Promo>>, Self::Error>;
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, Self::Error>;
     /// Insert or replace the pending sale under its key.

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::events::{EnrichedSale, SaleKey};
-use crate::test_fixtures::{address, customer, item, promo, sale, t};
+use crate::events::{EnrichedSale, PromoId, SaleKey};
+use crate::test_fixtures::{address, customer, item, promo, sale, sale_with_promo_json, t};
 
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -44,7 +44,7 @@ fn joiner<S: TestState>(new: New<S>) -> Joiner<S> {
 fn with_reference<S: TestState>(new: New<S>) -> Joiner<S> {
     let mut j = joiner(new);
     assert!(j.on_item(item(7)).unwrap().is_empty());
-    assert!(j.on_promo(promo(5)).unwrap().is_empty());
+    assert!(j.on_promo(promo("5")).unwrap().is_empty());
     j
 }
 
@@ -262,13 +262,84 @@ fn missing_promo_waits_then_joins<S: TestState>(new: New<S>) {
     j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
     j.on_address(address("A1", 0, "Springfield")).unwrap();
     assert!(
-        j.on_sale(sale(1, 7, "C1", "C1", 100, Some(9)), now(0))
+        j.on_sale(sale(1, 7, "C1", "C1", 100, Some("9")), now(0))
             .unwrap()
             .is_empty()
     );
-    assert_eq!(waiting(&j, k(1, 7)), MissingKey::Promo(9));
-    let doc = one_doc(j.on_promo(promo(9)).unwrap());
-    assert_eq!(doc.promo.unwrap().promo_id, 9);
+    assert_eq!(waiting(&j, k(1, 7)), MissingKey::Promo("9".into()));
+    let doc = one_doc(j.on_promo(promo("9")).unwrap());
+    assert_eq!(doc.promo.unwrap().promo_id.as_str(), "9");
+    assert_no_pending(&j);
+}
+
+fn text_promo_id_waits_then_joins<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
+    j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
+    j.on_address(address("A1", 0, "Springfield")).unwrap();
+    assert!(
+        j.on_sale(sale(1, 7, "C1", "C1", 100, Some("P12")), now(0))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(waiting(&j, k(1, 7)), MissingKey::Promo("P12".into()));
+    // An id that the waiting one extends, or is a prefix of, releases nothing.
+    for other in ["P1", "P120"] {
+        assert!(j.on_promo(promo(other)).unwrap().is_empty(), "{other}");
+    }
+    let doc = one_doc(j.on_promo(promo("P12")).unwrap());
+    assert_eq!(doc.promo.as_ref().unwrap().promo_id.as_str(), "P12");
+    let json: serde_json::Value = serde_json::from_slice(&doc.to_json().unwrap()).unwrap();
+    assert_eq!(json["promo_id"], "P12");
+    assert_eq!(json["promo"]["promo_id"], "P12");
+    assert_no_pending(&j);
+}
+
+fn a_numeric_and_a_string_promo_id_join_the_same_promo<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
+    j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
+    j.on_address(address("A1", 0, "Springfield")).unwrap();
+    for (order, sent) in [(1, serde_json::json!(5)), (2, serde_json::json!("5"))] {
+        let s = sale_with_promo_json(order, 7, "C1", "C1", 100, sent);
+        let doc = one_doc(j.on_sale(s, now(0)).unwrap());
+        assert_eq!(doc.promo.as_ref().unwrap().promo_id.as_str(), "5");
+        let json: serde_json::Value = serde_json::from_slice(&doc.to_json().unwrap()).unwrap();
+        assert_eq!(json["promo_id"], "5", "written as a string");
+        assert_eq!(json["promo"]["promo_id"], "5");
+    }
+    // And both wait for it alike.
+    for (order, sent) in [(3, serde_json::json!(6)), (4, serde_json::json!("6"))] {
+        let s = sale_with_promo_json(order, 7, "C1", "C1", 100, sent);
+        assert!(j.on_sale(s, now(0)).unwrap().is_empty());
+    }
+    let out = docs(j.on_promo(promo("6")).unwrap());
+    assert_eq!(
+        out.iter().map(|d| d.sale.order_id).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert_no_pending(&j);
+}
+
+fn an_unknown_text_promo_waits_then_dead_letters_as_missing_promo<S: TestState>(new: New<S>) {
+    let mut j = with_reference(new);
+    j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
+    j.on_address(address("A1", 0, "Springfield")).unwrap();
+    assert!(
+        j.on_sale(sale(1, 7, "C1", "C1", 100, Some("SPRING-X")), now(0))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(waiting(&j, k(1, 7)), MissingKey::Promo("SPRING-X".into()));
+    let wait = i64::try_from(MAX_WAIT.as_millis()).unwrap();
+    let dl = dead_letters(j.expire(now(wait)).unwrap());
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].reason.as_str(), "missing_promo");
+    assert_eq!(dl[0].missing, MissingKey::Promo("SPRING-X".into()));
+    let record = serde_json::to_value(&dl[0]).unwrap();
+    assert_eq!(
+        record["missing"],
+        serde_json::json!({"kind": "promo", "id": "SPRING-X"})
+    );
+    assert_eq!(record["sale"]["promo_id"], "SPRING-X");
     assert_no_pending(&j);
 }
 
@@ -284,10 +355,10 @@ fn null_promo_joins_without_promo<S: TestState>(new: New<S>) {
     let json: serde_json::Value = serde_json::from_slice(&doc.to_json().unwrap()).unwrap();
     assert!(json.get("promo").is_none() && json.get("promo_id").is_none());
     let doc = one_doc(
-        j.on_sale(sale(2, 7, "C1", "C1", 100, Some(5)), now(0))
+        j.on_sale(sale(2, 7, "C1", "C1", 100, Some("5")), now(0))
             .unwrap(),
     );
-    assert_eq!(doc.promo.unwrap().promo_id, 5);
+    assert_eq!(doc.promo.unwrap().promo_id.as_str(), "5");
 }
 
 fn expired_wait_goes_to_dead_letter_with_its_reason<S: TestState>(new: New<S>) {
@@ -301,7 +372,7 @@ fn expired_wait_goes_to_dead_letter_with_its_reason<S: TestState>(new: New<S>) {
         .unwrap();
     j.on_sale(sale(3, 99, "C3", "C3", 100, None), now(20))
         .unwrap();
-    j.on_sale(sale(4, 7, "C3", "C3", 100, Some(99)), now(30))
+    j.on_sale(sale(4, 7, "C3", "C3", 100, Some("99")), now(30))
         .unwrap();
 
     let wait = i64::try_from(MAX_WAIT.as_millis()).unwrap();
@@ -435,11 +506,14 @@ fn a_duplicate_waiting_sale_replaces_it_and_keeps_the_first_deadline<S: TestStat
     let mut j = with_reference(new);
     j.on_sale(sale(1, 7, "C1", "C1", 100, None), now(0))
         .unwrap();
-    j.on_sale(sale(1, 7, "C1", "C1", 100, Some(5)), now(500))
+    j.on_sale(sale(1, 7, "C1", "C1", 100, Some("5")), now(500))
         .unwrap();
     assert_eq!(j.state().counts(), (1, 1, 1));
     let p = j.state().pending(k(1, 7)).unwrap().unwrap();
-    assert_eq!((p.arrived_at, p.sale.promo_id), (now(0), Some(5)));
+    assert_eq!(
+        (p.arrived_at, p.sale.promo_id),
+        (now(0), Some(PromoId::new("5")))
+    );
     let wait = i64::try_from(MAX_WAIT.as_millis()).unwrap();
     assert_eq!(dead_letters(j.expire(now(wait)).unwrap()).len(), 1);
     assert_no_pending(&j);
@@ -458,14 +532,14 @@ pub(crate) enum Input {
 
 pub(crate) fn script() -> Vec<Input> {
     vec![
-        Input::Sale(sale(1, 7, "C1", "C2", 100, Some(5))),
+        Input::Sale(sale(1, 7, "C1", "C2", 100, Some("5"))),
         Input::Customer(customer("C1", "A1", 10, "Bill")),
         Input::Sale(sale(2, 8, "C2", "C2", 150, None)),
         Input::Item(item(7)),
         Input::Customer(customer("C2", "A1", 10, "Ship")),
         Input::Address(address("A1", 0, "Springfield")),
         Input::Customer(customer("C1", "A2", 120, "Moved")),
-        Input::Promo(promo(5)),
+        Input::Promo(promo("5")),
         Input::Sale(sale(3, 7, "C1", "C1", 130, None)),
         Input::Address(address("A2", 0, "Shelbyville")),
         Input::Sale(sale(4, 7, "C9", "C9", 100, None)),
@@ -538,18 +612,18 @@ fn a_sale_gets_the_same_document_whether_dimensions_come_before_or_after_it<S: T
 ) {
     let dims = vec![
         Input::Item(item(7)),
-        Input::Promo(promo(5)),
+        Input::Promo(promo("5")),
         Input::Customer(customer("C1", "A1", 10, "Bill")),
         Input::Customer(customer("C1", "A1", 500, "Later")),
         Input::Address(address("A1", 0, "Springfield")),
     ];
-    let s = Input::Sale(sale(1, 7, "C1", "C1", 100, Some(5)));
+    let s = Input::Sale(sale(1, 7, "C1", "C1", 100, Some("5")));
     let mut sale_first = vec![s.clone()];
     sale_first.extend(dims.iter().cloned());
     let mut sale_last = dims.clone();
     sale_last.push(s);
     let mut reversed: Vec<Input> = dims.into_iter().rev().collect();
-    reversed.insert(2, Input::Sale(sale(1, 7, "C1", "C1", 100, Some(5))));
+    reversed.insert(2, Input::Sale(sale(1, 7, "C1", "C1", 100, Some("5"))));
     let a = run(new, &sale_first);
     assert_eq!(a.len(), 1);
     assert_eq!(a, run(new, &sale_last));
@@ -590,6 +664,9 @@ scenarios!(
     two_customers_at_one_unseen_address_both_join,
     many_sales_wait_for_one_customer,
     missing_promo_waits_then_joins,
+    text_promo_id_waits_then_joins,
+    a_numeric_and_a_string_promo_id_join_the_same_promo,
+    an_unknown_text_promo_waits_then_dead_letters_as_missing_promo,
     null_promo_joins_without_promo,
     expired_wait_goes_to_dead_letter_with_its_reason,
     customer_known_only_after_the_sale_waits_then_uses_the_earliest_version_flagged,

@@ -151,7 +151,7 @@ impl Loader {
         &self,
         t: &Table,
         last: &mut Option<Listing>,
-    ) -> Result<Option<BTreeMap<i64, T>>, LoadError> {
+    ) -> Result<Option<BTreeMap<T::Id, T>>, LoadError> {
         let listing = list(&self.client, t).await?;
         if last.as_ref() == Some(&listing) {
             return Ok(None);
@@ -187,7 +187,7 @@ impl Loader {
         t: &Table,
         last: &mut Option<Listing>,
         control: &mpsc::Sender<Control>,
-        wrap: fn(BTreeMap<i64, T>) -> Control,
+        wrap: fn(BTreeMap<T::Id, T>) -> Control,
     ) -> bool {
         match self.scan::<T>(t, last).await {
             Ok(Some(rows)) => {

@@ -2,8 +2,9 @@
 //! layer), loaded into an immutable snapshot that replaces the previous one atomically.
 //!
 //! Two kinds of trouble are told apart:
-//! - a **bad row** (an id that is not an integer, a malformed decimal): the row is rejected with
-//!   its reason and location, for a metric and a dead-letter entry; the rest of the file loads;
+//! - a **bad row** (an item id that is not an integer, a missing id, a malformed decimal): the
+//!   row is rejected with its reason and location, for a metric and a dead-letter entry; the
+//!   rest of the file loads;
 //! - a **bad file** (not UTF-8, broken CSV quoting, an unreadable Parquet file, a missing column):
 //!   the whole load fails and the caller keeps the snapshot it had.
 //!
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use tributary_crds::ReferenceFormat;
 
-use crate::events::{DecodeError, Item, Promo};
+use crate::events::{DecodeError, Item, ItemId, Promo, PromoId};
 
 pub use csv_file::parse_csv;
 pub use parquet_file::parse_parquet;
@@ -31,7 +32,9 @@ pub trait ReferenceRow: Sized + Clone {
     const COLUMNS: &'static [&'static str];
     /// The data set's name, for logs, metrics and dead-letter keys.
     const NAME: &'static str;
-    fn id(&self) -> i64;
+    /// The row's key: an integer for items, text for promos.
+    type Id: Ord + Clone + std::fmt::Debug;
+    fn id(&self) -> Self::Id;
     /// `Ok(None)` for a header row.
     fn from_columns(cols: &[&str]) -> Result<Option<Self>, DecodeError>;
 }
@@ -39,7 +42,8 @@ pub trait ReferenceRow: Sized + Clone {
 impl ReferenceRow for Item {
     const COLUMNS: &'static [&'static str] = &crate::events::ITEM_COLUMNS;
     const NAME: &'static str = "items";
-    fn id(&self) -> i64 {
+    type Id = ItemId;
+    fn id(&self) -> ItemId {
         self.item_id
     }
     fn from_columns(cols: &[&str]) -> Result<Option<Self>, DecodeError> {
@@ -50,8 +54,9 @@ impl ReferenceRow for Item {
 impl ReferenceRow for Promo {
     const COLUMNS: &'static [&'static str] = &crate::events::PROMO_COLUMNS;
     const NAME: &'static str = "promos";
-    fn id(&self) -> i64 {
-        self.promo_id
+    type Id = PromoId;
+    fn id(&self) -> PromoId {
+        self.promo_id.clone()
     }
     fn from_columns(cols: &[&str]) -> Result<Option<Self>, DecodeError> {
         Promo::from_columns(cols)
@@ -110,11 +115,11 @@ pub fn parse_file<T: ReferenceRow>(
 
 /// An immutable set of rows by id. Cheap to share (`Arc`); a refresh builds a new one and swaps.
 #[derive(Clone, Debug)]
-pub struct Snapshot<T> {
-    rows: Arc<BTreeMap<i64, T>>,
+pub struct Snapshot<T: ReferenceRow> {
+    rows: Arc<BTreeMap<T::Id, T>>,
 }
 
-impl<T> Default for Snapshot<T> {
+impl<T: ReferenceRow> Default for Snapshot<T> {
     fn default() -> Self {
         Self {
             rows: Arc::new(BTreeMap::new()),
@@ -138,12 +143,12 @@ impl<T: ReferenceRow> Snapshot<T> {
         }
     }
 
-    pub fn get(&self, id: i64) -> Option<&T> {
-        self.rows.get(&id)
+    pub fn get(&self, id: &T::Id) -> Option<&T> {
+        self.rows.get(id)
     }
 
     /// Every row by id.
-    pub fn rows(&self) -> &BTreeMap<i64, T> {
+    pub fn rows(&self) -> &BTreeMap<T::Id, T> {
         &self.rows
     }
 

@@ -1,6 +1,9 @@
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    Array, ArrayRef, Decimal128Array, Int32Array, Int64Array, LargeStringArray, RecordBatch,
+    StringArray,
+};
 use parquet::arrow::ArrowWriter;
 use rust_decimal::Decimal;
 use tributary_crds::ReferenceFormat;
@@ -120,7 +123,11 @@ fn parquet_columns_by_name_with_exact_decimals() {
     assert!(load.rejected.is_empty(), "{:?}", load.rejected);
     assert_eq!(load.rows.len(), 2);
     let p7 = &load.rows[0];
-    assert_eq!(p7.promo_id, 7);
+    assert_eq!(
+        p7.promo_id.as_str(),
+        "7",
+        "an integer column gives the id's digits"
+    );
     assert_eq!(p7.cost, Some("1000.10".parse::<Decimal>().unwrap()));
     assert_eq!(p7.promo_name.as_deref(), Some("ought"));
     assert_eq!(p7.response_target, Some(1));
@@ -154,10 +161,139 @@ fn snapshot_applies_files_in_key_order() {
     for s in [&s1, &s2] {
         assert_eq!(s.len(), 2);
         assert_eq!(
-            s.get(1).and_then(|i| i.item_desc.as_deref()),
+            s.get(&1).and_then(|i| i.item_desc.as_deref()),
             Some("second")
         );
-        assert_eq!(s.get(2).and_then(|i| i.item_desc.as_deref()), Some("two"));
-        assert!(s.get(3).is_none());
+        assert_eq!(s.get(&2).and_then(|i| i.item_desc.as_deref()), Some("two"));
+        assert!(s.get(&3).is_none());
+    }
+}
+
+/// A promo file whose `promo_id` column is `ids`, every other column text.
+fn promo_ids_parquet(ids: ArrayRef) -> bytes::Bytes {
+    let n = ids.len();
+    let mut cols: Vec<(&str, ArrayRef)> = vec![("promo_id", ids)];
+    for name in &crate::events::PROMO_COLUMNS[1..7] {
+        cols.push((*name, Arc::new(StringArray::from(vec![None::<&str>; n]))));
+    }
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    bytes::Bytes::from(buf)
+}
+
+fn promo_ids(load: &FileLoad<Promo>) -> Vec<&str> {
+    load.rows.iter().map(|p| p.promo_id.as_str()).collect()
+}
+
+#[test]
+fn promo_ids_are_text_in_csv_and_in_parquet_of_any_id_type() {
+    let csv = "promo_id,cost,response_target,promo_name,purpose,start_datetime,end_datetime\n\
+               P12,1.00,,,,,\n \
+               7 ,2.00,,,,,\n\
+               007,3.00,,,,,\n\
+               ,4.00,,,,,\n";
+    let load: FileLoad<Promo> = parse_csv("promos/p.csv", csv.as_bytes()).unwrap();
+    assert_eq!(
+        promo_ids(&load),
+        ["P12", "7", "007"],
+        "trimmed, else as written"
+    );
+    assert_eq!(load.rejected.len(), 1);
+    assert_eq!(load.rejected[0].error.reason(), "missing_field");
+
+    let text: Vec<Option<&str>> = vec![Some("P12"), Some("7"), None];
+    for ids in [
+        Arc::new(StringArray::from(text.clone())) as ArrayRef,
+        Arc::new(LargeStringArray::from(text)),
+        Arc::new(Int32Array::from(vec![Some(12), Some(7), None])),
+        Arc::new(Int64Array::from(vec![Some(12), Some(7), None])),
+    ] {
+        let data_type = ids.data_type().clone();
+        let load: FileLoad<Promo> = parse_file(
+            ReferenceFormat::Parquet,
+            "p.parquet",
+            promo_ids_parquet(ids),
+        )
+        .unwrap();
+        let want: &[&str] = if data_type.is_integer() {
+            &["12", "7"]
+        } else {
+            &["P12", "7"]
+        };
+        assert_eq!(promo_ids(&load), want, "{data_type}");
+        assert_eq!(load.rejected.len(), 1, "a null id: {data_type}");
+        assert_eq!(load.rejected[0].error.reason(), "missing_field");
+    }
+}
+
+/// Sales join the promos of a CSV and of a Parquet file by text id, whether the sale sends the
+/// id as a string or as a number.
+#[test]
+fn text_promo_ids_from_csv_and_parquet_join_sales() {
+    use crate::join::{JoinOutput, JoinRules, Joiner, MemoryState, ProcessingTime};
+    use crate::test_fixtures::{address, customer, item, sale, sale_with_promo_json};
+
+    let csv = b"P12,1.00,1,csv promo,,,\n5,2.00,1,csv five,,,\n";
+    let from_csv: FileLoad<Promo> = parse_csv("promos/a.csv", csv).unwrap();
+    let from_parquet: FileLoad<Promo> = parse_file(
+        ReferenceFormat::Parquet,
+        "promos/b.parquet",
+        promo_ids_parquet(Arc::new(StringArray::from(vec!["PQ-1"]))),
+    )
+    .unwrap();
+    let from_int_parquet: FileLoad<Promo> = parse_file(
+        ReferenceFormat::Parquet,
+        "promos/c.parquet",
+        promo_ids_parquet(Arc::new(Int64Array::from(vec![9]))),
+    )
+    .unwrap();
+    let snapshot = Snapshot::from_files(vec![
+        ("promos/a.csv".into(), from_csv),
+        ("promos/b.parquet".into(), from_parquet),
+        ("promos/c.parquet".into(), from_int_parquet),
+    ]);
+    assert_eq!(snapshot.len(), 4);
+
+    let rules = JoinRules {
+        max_wait: std::time::Duration::from_secs(60),
+        allowed_lateness: std::time::Duration::from_secs(60),
+    };
+    let mut j = Joiner::new(MemoryState::default(), rules);
+    j.on_item(item(7)).unwrap();
+    j.on_customer(customer("C1", "A1", 0, "Edwards")).unwrap();
+    j.on_address(address("A1", 0, "Springfield")).unwrap();
+    for p in snapshot.rows().values() {
+        assert!(j.on_promo(p.clone()).unwrap().is_empty());
+    }
+    let now = ProcessingTime::from_millis(0);
+    for (order, s, want) in [
+        (1, sale(1, 7, "C1", "C1", 10, Some("P12")), "csv promo"),
+        (
+            2,
+            sale_with_promo_json(2, 7, "C1", "C1", 10, serde_json::json!(5)),
+            "csv five",
+        ),
+        (3, sale(3, 7, "C1", "C1", 10, Some("5")), "csv five"),
+        (4, sale(4, 7, "C1", "C1", 10, Some("PQ-1")), ""),
+        (
+            5,
+            sale_with_promo_json(5, 7, "C1", "C1", 10, serde_json::json!(9)),
+            "",
+        ),
+    ] {
+        let out = j.on_sale(s, now).unwrap();
+        let [JoinOutput::Emit(doc)] = out.as_slice() else {
+            panic!("sale {order} did not join: {out:?}");
+        };
+        let promo = doc.promo.as_ref().unwrap();
+        assert_eq!(
+            promo.promo_name.as_deref().unwrap_or(""),
+            want,
+            "sale {order}"
+        );
+        assert_eq!(Some(&promo.promo_id), doc.sale.promo_id.as_ref());
     }
 }

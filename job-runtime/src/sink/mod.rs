@@ -56,6 +56,19 @@ pub struct Batching {
     pub max_interval: Duration,
 }
 
+/// What the sinks are asked to do beyond their batching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Drain {
+    /// Deliver by size and interval.
+    #[default]
+    Normal,
+    /// Deliver everything committed now, without waiting for a batch to fill (a savepoint
+    /// waits for the outbox to be empty), then go on.
+    Flush,
+    /// Deliver everything committed, then end (shutdown).
+    Stop,
+}
+
 pub trait Sink: Send + 'static {
     /// Names the cursor (and the metrics); never change it for an existing state.
     fn name(&self) -> &'static str;
@@ -89,7 +102,7 @@ async fn deliver<S: Sink>(
     range: Range,
     entries: Vec<(u64, Vec<u8>)>,
     metrics: &Metrics,
-    stop: &watch::Receiver<bool>,
+    stop: &watch::Receiver<Drain>,
 ) -> Result<bool, SinkError> {
     let name = sink.name();
     let r = reader.clone();
@@ -124,7 +137,7 @@ async fn deliver<S: Sink>(
                 metrics.sink_failures.with_label_values(&[name]).inc();
                 tracing::warn!(sink = name, first = range.first, last = range.last, attempt,
                     error = %e, "sink write failed; retrying");
-                if *stop.borrow() && attempt >= 2 {
+                if *stop.borrow() == Drain::Stop && attempt >= 2 {
                     return Ok(false);
                 }
                 tokio::time::sleep(backoff(attempt)).await;
@@ -159,7 +172,7 @@ pub async fn run<S: Sink>(
     mut committed: watch::Receiver<u64>,
     cursor: watch::Sender<u64>,
     metrics: Metrics,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Drain>,
 ) -> Result<(), SinkError> {
     let name = sink.name();
     let r = reader.clone();
@@ -196,7 +209,8 @@ pub async fn run<S: Sink>(
     let mut since: Option<Instant> = None;
     let mut stop_closed = false;
     loop {
-        let stopping = stop_closed || *stop.borrow();
+        let drain = *stop.borrow();
+        let stopping = stop_closed || drain == Drain::Stop;
         let available = *committed.borrow_and_update();
         let loaded_to = buffer.last().map_or(next, |(s, _)| s + 1);
         if loaded_to < available && bytes < batching.max_bytes {
@@ -215,7 +229,8 @@ pub async fn run<S: Sink>(
         }
         let due = bytes >= batching.max_bytes
             || since.is_some_and(|t| t.elapsed() >= batching.max_interval)
-            || stopping;
+            || stopping
+            || drain == Drain::Flush;
         if due && let (Some(&(first, _)), Some(&(last, _))) = (buffer.first(), buffer.last()) {
             let range = Range { first, last };
             let entries = std::mem::take(&mut buffer);

@@ -2,7 +2,8 @@
 //! structs `item`, `bill_customer` and `ship_customer` (each with a nested `address`), `promo`,
 //! and the list `join_flags`.
 //!
-//! Types: ids and counts `int64`; money and `gmt_offset` `decimal(38, 10)` (exact: the runtime
+//! Types: `order_id`, `item_id` and counts `int64`; the text ids (customers, addresses,
+//! warehouse, promo) `utf8`; money and `gmt_offset` `decimal(38, 10)` (exact: the runtime
 //! accepts up to 10 fractional digits into Parquet — a document with more is refused row by
 //! row and dead-lettered, never rounded); datetimes `timestamp(us, UTC)`; text `utf8`.
 //! Rows are decoded from the document JSON with arrow-json in strict mode, so a field the
@@ -102,7 +103,7 @@ fn item() -> Fields {
 
 fn promo() -> Fields {
     Fields::from(vec![
-        Field::new("promo_id", DataType::Int64, false),
+        Field::new("promo_id", DataType::Utf8, false),
         f("cost", money()),
         f("response_target", DataType::Int64),
         f("promo_name", DataType::Utf8),
@@ -144,7 +145,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("bill_customer_id", DataType::Utf8, false),
         Field::new("ship_customer_id", DataType::Utf8, false),
         f("warehouse_id", DataType::Utf8),
-        f("promo_id", DataType::Int64),
+        f("promo_id", DataType::Utf8),
         f("ship_delay", DataType::Utf8),
         f("ship_mode", DataType::Utf8),
         f("ship_carrier", DataType::Utf8),
@@ -242,7 +243,7 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, ParquetError> {
 mod tests {
     use super::*;
     use crate::r#gen::{GenConfig, generate};
-    use arrow::array::{Array, Decimal128Array, Int64Array, StructArray};
+    use arrow::array::{Array, Decimal128Array, Int64Array, StringArray, StructArray};
     use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -322,6 +323,47 @@ mod tests {
                 col.value_as_string(0)
             );
         }
+    }
+
+    #[test]
+    fn promo_ids_are_written_as_text() {
+        // The sample sale sent promo id 5 as a JSON number; the other gets a text id.
+        let numeric = crate::events::json_out::tests::sample_document();
+        let mut text = numeric.clone();
+        let id = crate::events::PromoId::new("P12");
+        text.sale.promo_id = Some(id.clone());
+        let mut promo = text.promo.as_ref().unwrap().value().clone();
+        promo.promo_id = id;
+        text.promo = Some(crate::events::Shared::new(promo).unwrap());
+        let docs = [text.to_json().unwrap(), numeric.to_json().unwrap()];
+        let file = encode(&to_batch(docs.iter().map(Vec::as_slice)).unwrap()).unwrap();
+        let back: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(file))
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let back = arrow::compute::concat_batches(&schema(), &back).unwrap();
+        let top = back
+            .column_by_name("promo_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!((top.value(0), top.value(1)), ("P12", "5"));
+        let promo = back
+            .column_by_name("promo")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .unwrap();
+        let nested = promo
+            .column_by_name("promo_id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!((nested.value(0), nested.value(1)), ("P12", "5"));
     }
 
     #[test]

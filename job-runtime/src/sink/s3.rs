@@ -7,26 +7,19 @@
 //! never added. `lineage` is the state directory's random id: two replicas, or a restored
 //! copy, never write the same key. Files roll by size (the gathered rows' JSON size, bounded
 //! by `rollSize`; the Parquet file is several times smaller) or by `rollInterval`. Objects
-//! larger than [`MULTIPART_THRESHOLD`] are uploaded in parts.
+//! larger than [`crate::objects::MULTIPART_THRESHOLD`] are uploaded in parts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::parquet;
 use super::{Batching, Range, Sink, SinkError};
 use crate::output::{DeadLetterRecord, OutputRecord};
 use crate::s3uri::S3Uri;
 
-/// Objects above this size are uploaded with multipart.
-pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
-/// Part size of multipart uploads (S3's minimum is 5 MiB).
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
-
-/// Put an object, in parts when it is large.
+/// Put an object (in parts when it is large; see [`crate::objects::put`]).
 pub async fn put_object(
     client: &Client,
     bucket: &str,
@@ -34,91 +27,9 @@ pub async fn put_object(
     body: Vec<u8>,
     content_type: &str,
 ) -> Result<(), SinkError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| {
-        SinkError::Write(format!("s3://{bucket}/{key}: {what}: {e}"))
-    };
-    if body.len() <= MULTIPART_THRESHOLD {
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| err("put", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        return Ok(());
-    }
-    let upload = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .content_type(content_type)
-        .send()
+    crate::objects::put(client, bucket, key, body, content_type)
         .await
-        .map_err(|e| {
-            err(
-                "create multipart",
-                &aws_sdk_s3::error::DisplayErrorContext(e),
-            )
-        })?;
-    let id = upload
-        .upload_id()
-        .ok_or_else(|| SinkError::Write(format!("s3://{bucket}/{key}: no upload id")))?
-        .to_string();
-    let mut parts = Vec::new();
-    let result: Result<(), SinkError> = async {
-        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
-            let n = i32::try_from(i + 1).unwrap_or(i32::MAX);
-            let part = client
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&id)
-                .part_number(n)
-                .body(ByteStream::from(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| err("upload part", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(part.e_tag().map(str::to_string))
-                    .build(),
-            );
-        }
-        client
-            .complete_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                err(
-                    "complete multipart",
-                    &aws_sdk_s3::error::DisplayErrorContext(e),
-                )
-            })?;
-        Ok(())
-    }
-    .await;
-    if result.is_err() {
-        // Best effort: do not leave parts billed; the retry starts a new upload.
-        let _ = client
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&id)
-            .send()
-            .await;
-    }
-    result
+        .map_err(|e| SinkError::Write(e.to_string()))
 }
 
 /// The curated Parquet sink.

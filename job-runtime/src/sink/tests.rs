@@ -58,7 +58,7 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
     state.commit(&Default::default()).unwrap();
     let (committed_tx, committed_rx) = watch::channel(state.outbox_next());
     let (cursor_tx, mut cursor_rx) = watch::channel(0);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Drain::Normal);
     let sink = Recorder::default();
     *sink.fail_first.lock().unwrap() = 2;
     let task = tokio::spawn(run(
@@ -78,7 +78,7 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
     while *cursor_rx.borrow_and_update() < 80 {
         cursor_rx.changed().await.unwrap();
     }
-    stop_tx.send_replace(true);
+    stop_tx.send_replace(Drain::Stop);
     task.await.unwrap().unwrap();
     let writes = sink.writes.lock().unwrap().clone();
     assert!(writes.len() > 1, "max_bytes splits the ranges: {writes:?}");
@@ -118,7 +118,7 @@ async fn an_interrupted_range_is_written_again_as_it_was() {
         .unwrap();
     let (_committed_tx, committed_rx) = watch::channel(state.outbox_next());
     let (cursor_tx, _cursor_rx) = watch::channel(0);
-    let (_stop_tx, stop_rx) = watch::channel(true);
+    let (_stop_tx, stop_rx) = watch::channel(Drain::Stop);
     let sink = Recorder::default();
     run(
         sink.clone(),

@@ -63,13 +63,13 @@ pub(super) fn at<T>(versions: &[(i64, T)], at: i64) -> Option<&T> {
     i.checked_sub(1).map(|i| &versions[i].1)
 }
 
-/// Reference rows by id; `None` caches a miss.
+/// Reference rows by id (`K`: an item or a promo id); `None` caches a miss.
 #[derive(Debug)]
-pub(super) struct RowCache<T> {
-    map: HashMap<i64, Option<T>>,
+pub(super) struct RowCache<K, T> {
+    map: HashMap<K, Option<T>>,
 }
 
-impl<T> Default for RowCache<T> {
+impl<K, T> Default for RowCache<K, T> {
     fn default() -> Self {
         Self {
             map: HashMap::default(),
@@ -77,20 +77,20 @@ impl<T> Default for RowCache<T> {
     }
 }
 
-impl<T: Clone> RowCache<T> {
-    pub(super) fn get(&self, id: i64) -> Option<Option<T>> {
-        self.map.get(&id).cloned()
+impl<K: std::hash::Hash + Eq + Clone, T: Clone> RowCache<K, T> {
+    pub(super) fn get(&self, id: &K) -> Option<Option<T>> {
+        self.map.get(id).cloned()
     }
 
-    pub(super) fn insert(&mut self, id: i64, row: Option<T>) {
+    pub(super) fn insert(&mut self, id: &K, row: Option<T>) {
         if self.map.len() >= CAPACITY {
             self.map.clear();
         }
-        self.map.insert(id, row);
+        self.map.insert(id.clone(), row);
     }
 
-    pub(super) fn invalidate(&mut self, id: i64) {
-        self.map.remove(&id);
+    pub(super) fn invalidate(&mut self, id: &K) {
+        self.map.remove(id);
     }
 
     pub(super) fn clear(&mut self) {

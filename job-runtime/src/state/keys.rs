@@ -45,6 +45,13 @@ pub(crate) fn int(id: i64) -> Vec<u8> {
     k
 }
 
+/// A string id alone (the `promos` key).
+pub(crate) fn string(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + id.len());
+    put_str(&mut k, id);
+    k
+}
+
 pub(crate) fn sale(key: SaleKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(16);
     put_i64(&mut k, key.order_id);
@@ -79,7 +86,7 @@ pub(crate) fn missing(on: &MissingKey) -> Vec<u8> {
         }
         MissingKey::Promo(id) => {
             k.push(3);
-            put_i64(&mut k, *id);
+            put_str(&mut k, id.as_str());
         }
     }
     k

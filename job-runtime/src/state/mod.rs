@@ -41,6 +41,7 @@
 //! for all families, bloom filters for point lookups. Everything else is RocksDB's default.
 
 mod cache;
+pub mod export;
 mod filter;
 mod keys;
 mod outbox;
@@ -71,7 +72,9 @@ use crate::join::{JoinState, MissingKey, PendingSale, ProcessingTime};
 
 /// The on-disk layout this binary writes. Bump on any incompatible change of keys or values.
 /// 2: the outbox moved from a column family to segment files ([`outbox`]).
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: promo ids are text: the `promos` key and the `waiting` index's promo keys are
+/// length-prefixed strings (were integers), and stored promos and sales hold them as strings.
+pub const LAYOUT_VERSION: u32 = 3;
 /// Memtable memory of all column families together.
 pub const MEMTABLE_BYTES: usize = 64 * 1024 * 1024;
 /// The block cache shared by all column families.
@@ -83,6 +86,12 @@ pub const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 const WRITE_BEHIND_BYTES: usize = 256 * 1024;
 const LAYOUT_KEY: &[u8] = b"layout_version";
 const LINEAGE_KEY: &[u8] = b"lineage";
+/// The id of the state lineage held here (`StateConfig::id`), once complete.
+const STATE_ID_KEY: &[u8] = b"state_id";
+/// Set while a restore or fresh start fills this state; removed with the id recorded.
+const RESTORING_KEY: &[u8] = b"restoring";
+/// The savepoint this state was restored from.
+const RESTORED_FROM_KEY: &[u8] = b"restored_from";
 const OUTBOX_HEAD_KEY: &[u8] = b"outbox_head";
 /// The outbox's segment files, inside the state directory.
 pub const OUTBOX_DIR: &str = "outbox";
@@ -182,8 +191,8 @@ pub struct RocksState {
     /// [`versions`]).
     customer_ids: filter::BitFilter,
     address_ids: filter::BitFilter,
-    items: RefCell<cache::RowCache<Shared<Item>>>,
-    promos: RefCell<cache::RowCache<Shared<Promo>>>,
+    items: RefCell<cache::RowCache<ItemId, Shared<Item>>>,
+    promos: RefCell<cache::RowCache<PromoId, Shared<Promo>>>,
     /// Tests only: commit after every write, so that reads are served by RocksDB.
     #[cfg(test)]
     write_through: bool,
@@ -521,43 +530,69 @@ impl RocksState {
 
     /// The committed source positions: (`stream`, `shard`) -> sequence number.
     pub fn offsets(&self) -> Result<BTreeMap<(String, String), String>, StateError> {
-        let cf = self.cf(Cf::Offsets)?;
-        let mut out = BTreeMap::new();
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let bad = |reason: &str| StateError::Corrupt {
-                cf: "offsets",
-                reason: reason.into(),
-            };
-            let (stream, rest) = keys::get_str(k).ok_or_else(|| bad("bad key"))?;
-            let (shard, _) = keys::get_str(rest).ok_or_else(|| bad("bad key"))?;
-            let seq = std::str::from_utf8(v).map_err(|_| bad("sequence is not UTF-8"))?;
-            out.insert((stream.to_string(), shard.to_string()), seq.to_string());
-            it.next();
-        }
-        it.status()?;
-        Ok(out)
+        export::read_offsets(&self.db)
     }
 
-    /// A reference row by id: from the cache unless the overlay holds a write for it.
-    fn cached_row<T: Clone>(
+    /// A read-only handle on the committed state for a savepoint ([`export`]).
+    pub fn export(&self) -> export::StateExport {
+        export::StateExport::new(Arc::clone(&self.db))
+    }
+
+    /// Which state lineage this directory holds.
+    pub fn identity(&self) -> Result<export::Identity, StateError> {
+        export::identity(&self.db)
+    }
+
+    /// The savepoint this state was restored from, if any.
+    pub fn restored_from(&self) -> Result<Option<String>, StateError> {
+        export::meta_text(&self.db, RESTORED_FROM_KEY)
+    }
+
+    /// Mark the state as being filled (a restore or a fresh start): until
+    /// [`RocksState::complete_identity`] it counts as [`export::Identity::Incomplete`], and the
+    /// next start replaces it again. Written at once, outside any batch.
+    pub fn begin_identity(&self) -> Result<(), StateError> {
+        let meta = self.cf(Cf::Meta)?;
+        self.db.put_cf(meta, RESTORING_KEY, b"1")?;
+        Ok(())
+    }
+
+    /// Record that this state is lineage `id` (restored from `restored_from`), complete.
+    /// Call with everything committed: the id and the end of the restore mark are one write.
+    pub fn complete_identity(
+        &self,
+        id: &str,
+        restored_from: Option<&str>,
+    ) -> Result<(), StateError> {
+        let meta = self.cf(Cf::Meta)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, STATE_ID_KEY, id.as_bytes());
+        match restored_from {
+            Some(sp) => batch.put_cf(meta, RESTORED_FROM_KEY, sp.as_bytes()),
+            None => batch.delete_cf(meta, RESTORED_FROM_KEY),
+        }
+        batch.delete_cf(meta, RESTORING_KEY);
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// A reference row by id (`key` its encoding): from the cache unless the overlay holds a
+    /// write for it.
+    fn cached_row<K: std::hash::Hash + Eq + Clone, T: Clone>(
         &self,
         cf: Cf,
-        cache: &RefCell<cache::RowCache<T>>,
-        id: i64,
+        cache: &RefCell<cache::RowCache<K, T>>,
+        id: &K,
+        key: impl Fn() -> Vec<u8>,
         decode: impl Fn(&[u8]) -> Result<T, StateError>,
     ) -> Result<Option<T>, StateError> {
         // Reference rows are rarely written: most batches have no overlay writes to look in.
         let overlay = &self.overlay[cf as usize];
-        let pending = !overlay.is_empty() && overlay.contains_key(&keys::int(id)[..]);
+        let pending = !overlay.is_empty() && overlay.contains_key(&key()[..]);
         if !pending && let Some(row) = cache.borrow().get(id) {
             return Ok(row);
         }
-        let row = self
-            .get(cf, &keys::int(id))?
-            .map(|v| decode(&v))
-            .transpose()?;
+        let row = self.get(cf, &key())?.map(|v| decode(&v)).transpose()?;
         if !pending {
             cache.borrow_mut().insert(id, row.clone());
         }
@@ -794,20 +829,22 @@ impl JoinState for RocksState {
     }
 
     fn put_item(&mut self, item: Item) -> Result<(), StateError> {
-        self.items.get_mut().invalidate(item.item_id);
+        self.items.get_mut().invalidate(&item.item_id);
         let value = values::encode(&item)?;
         self.put(Cf::Items, keys::int(item.item_id), value)
     }
     fn item(&self, id: ItemId) -> Result<Option<Shared<Item>>, StateError> {
-        self.cached_row(Cf::Items, &self.items, id, values::shared_item)
+        let key = || keys::int(id);
+        self.cached_row(Cf::Items, &self.items, &id, key, values::shared_item)
     }
     fn put_promo(&mut self, promo: Promo) -> Result<(), StateError> {
-        self.promos.get_mut().invalidate(promo.promo_id);
+        self.promos.get_mut().invalidate(&promo.promo_id);
         let value = values::encode(&promo)?;
-        self.put(Cf::Promos, keys::int(promo.promo_id), value)
+        self.put(Cf::Promos, keys::string(promo.promo_id.as_str()), value)
     }
-    fn promo(&self, id: PromoId) -> Result<Option<Shared<Promo>>, StateError> {
-        self.cached_row(Cf::Promos, &self.promos, id, values::shared_promo)
+    fn promo(&self, id: &PromoId) -> Result<Option<Shared<Promo>>, StateError> {
+        let key = || keys::string(id.as_str());
+        self.cached_row(Cf::Promos, &self.promos, id, key, values::shared_promo)
     }
 
     fn pending(&self, key: SaleKey) -> Result<Option<PendingSale>, StateError> {

@@ -90,12 +90,12 @@ fn replay_script_matches_the_memory_state_in_one_batch_and_across_reopens() {
 fn dimension_order_does_not_change_the_document() {
     let dims = vec![
         Input::Item(item(7)),
-        Input::Promo(promo(5)),
+        Input::Promo(promo("5")),
         Input::Customer(customer("C1", "A1", 10, "Bill")),
         Input::Customer(customer("C1", "A1", 500, "Later")),
         Input::Address(address("A1", 0, "Springfield")),
     ];
-    let s = Input::Sale(sale(1, 7, "C1", "C1", 100, Some(5)));
+    let s = Input::Sale(sale(1, 7, "C1", "C1", 100, Some("5")));
     let mut sale_first = vec![s.clone()];
     sale_first.extend(dims.iter().cloned());
     let mut sale_last = dims;
@@ -259,13 +259,13 @@ fn reopen_after_commit_returns_the_same_state_and_offsets() {
     let mut state = RocksState::open(dir.path()).unwrap();
     assert!(state.offsets().unwrap().is_empty());
     state.put_item(item(7)).unwrap();
-    state.put_promo(promo(5)).unwrap();
+    state.put_promo(promo("5")).unwrap();
     state
         .put_customer(customer("C1", "A1", 10, "Edwards"))
         .unwrap();
     state.put_address(address("A1", 0, "Springfield")).unwrap();
     let pending = PendingSale {
-        sale: sale(1, 7, "C1", "C2", 100, Some(5)),
+        sale: sale(1, 7, "C1", "C2", 100, Some("5")),
         arrived_at: now(0),
         deadline: now(600_000),
         waiting_on: MissingKey::Customer("C2".into()),
@@ -286,7 +286,10 @@ fn reopen_after_commit_returns_the_same_state_and_offsets() {
         offsets(&[("customers", "shard-1", "17"), ("sales", "shard-0", "4961")])
     );
     assert_eq!(state.item(7).unwrap().as_deref(), Some(&item(7)));
-    assert_eq!(state.promo(5).unwrap().as_deref(), Some(&promo(5)));
+    assert_eq!(
+        state.promo(&"5".into()).unwrap().as_deref(),
+        Some(&promo("5"))
+    );
     assert_eq!(state.item(8).unwrap(), None);
     assert_eq!(
         state.customer_at(&"C1".into(), t(10)).unwrap().as_deref(),
@@ -383,17 +386,18 @@ fn stored_values_decode_to_the_same_events() {
         item(7)
     );
     assert_eq!(
-        values::promo(&values::encode(&promo(5)).unwrap()).unwrap(),
-        promo(5)
+        values::promo(&values::encode(&promo("5")).unwrap()).unwrap(),
+        promo("5")
     );
     for waiting_on in [
         MissingKey::Customer("C1".into()),
         MissingKey::Address("A1".into()),
         MissingKey::Item(-3),
-        MissingKey::Promo(9),
+        MissingKey::Promo("9".into()),
+        MissingKey::Promo("P 9".into()),
     ] {
         let p = PendingSale {
-            sale: sale(1, 7, "C1", "C2", 100, Some(5)),
+            sale: sale(1, 7, "C1", "C2", 100, Some("5")),
             arrived_at: now(3),
             deadline: now(600_003),
             waiting_on,
@@ -478,6 +482,53 @@ fn a_newer_layout_is_refused_with_a_clear_error() {
         "{err}"
     );
     assert!(err.to_string().contains("newer than this binary supports"));
+}
+
+/// The layout before text promo ids kept them as integer keys: such a state is refused, not
+/// read with keys that no longer match.
+#[test]
+fn an_older_layout_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let state = RocksState::open(dir.path()).unwrap();
+        let meta = state.cf(Cf::Meta).unwrap();
+        state
+            .db
+            .put_cf(meta, LAYOUT_KEY, (LAYOUT_VERSION - 1).to_be_bytes())
+            .unwrap();
+    }
+    let err = RocksState::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StateError::UnsupportedLayout(found) if found == LAYOUT_VERSION - 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("is not supported"), "{err}");
+}
+
+#[test]
+fn text_promo_ids_are_keys_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = RocksState::open(dir.path()).unwrap();
+    for id in ["P1", "P10", "1", "01"] {
+        let mut p = promo("x");
+        p.promo_id = id.into();
+        p.promo_name = Some(format!("name {id}"));
+        state.put_promo(p).unwrap();
+    }
+    let name = |s: &RocksState, id: &str| {
+        s.promo(&id.into())
+            .unwrap()
+            .and_then(|p| p.promo_name.clone())
+    };
+    assert_eq!(name(&state, "P1").as_deref(), Some("name P1"), "overlay");
+    state.commit(&BTreeMap::new()).unwrap();
+    drop(state);
+    let state = RocksState::open(dir.path()).unwrap();
+    for id in ["P1", "P10", "1", "01"] {
+        assert_eq!(name(&state, id), Some(format!("name {id}")), "{id}");
+    }
+    assert_eq!(name(&state, "P100"), None);
+    assert_eq!(name(&state, "x"), None);
 }
 
 #[test]

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 
 use super::StateError;
 use crate::events::{
-    Address, Customer, ITEM_COLUMNS, Item, Promo, Render, Shared, decode_address, decode_customer,
-    decode_sale,
+    Address, Customer, ITEM_COLUMNS, Item, Promo, PromoId, Render, Shared, decode_address,
+    decode_customer, decode_sale,
 };
 use crate::join::{MissingKey, PendingSale, ProcessingTime};
 
@@ -110,7 +110,7 @@ enum StoredMissing {
     Customer(String),
     Address(String),
     Item(i64),
-    Promo(i64),
+    Promo(String),
 }
 
 /// Mirror of [`PendingSale`]'s serialised form; the sale goes through `decode_sale`.
@@ -133,7 +133,7 @@ pub(crate) fn pending(bytes: &[u8]) -> Result<PendingSale, StateError> {
             StoredMissing::Customer(id) => MissingKey::Customer(id.as_str().into()),
             StoredMissing::Address(id) => MissingKey::Address(id.as_str().into()),
             StoredMissing::Item(id) => MissingKey::Item(id),
-            StoredMissing::Promo(id) => MissingKey::Promo(id),
+            StoredMissing::Promo(id) => MissingKey::Promo(PromoId::new(id)),
         },
     })
 }

@@ -37,11 +37,8 @@ impl ReferenceFiles {
                 ),
                 promos: (
                     "promos/promos.parquet".into(),
-                    to_parquet::<Promo>(
-                        &d.promos_csv,
-                        &["promo_id", "response_target"],
-                        &["cost"],
-                    )?,
+                    // `promo_id` stays Utf8: the generated ids are text (`P3`) and digits.
+                    to_parquet::<Promo>(&d.promos_csv, &["response_target"], &["cost"])?,
                 ),
             },
         })

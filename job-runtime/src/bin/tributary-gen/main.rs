@@ -46,8 +46,8 @@ struct Cli {
 pub enum ReferenceFormat {
     /// `items/items.csv`, `promos/promos.csv` with a header row.
     Csv,
-    /// `items/items.parquet`, `promos/promos.parquet` (ids as Int64, promo cost as
-    /// Decimal128(15, 2), text as Utf8).
+    /// `items/items.parquet`, `promos/promos.parquet` (item ids and response targets as Int64,
+    /// promo cost as Decimal128(15, 2), promo ids and other text as Utf8).
     Parquet,
 }
 
