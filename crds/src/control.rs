@@ -16,6 +16,10 @@
 //!   `InProgress` (or the report of the same id when it was asked before: the request is
 //!   idempotent); `409` while another savepoint of another id runs.
 //! * `GET /savepoints/<id>`: its [`SavepointReport`]; `404` when this process never heard of it.
+//! * `GET /savepoints/<id>/check`: a [`SavepointCheck`] of the whole savepoint (every part's
+//!   manifest read and verified, every data file present with its size): what the operator
+//!   asks before it stops the old replicas, so a savepoint that cannot be restored never
+//!   leads to a roll.
 //! * `POST /resume`: read again after a savepoint taken with `stopAfter` (an abandoned upgrade).
 //! * `GET /state`: a [`StateReport`]: which state the replica runs on, and whether it has
 //!   committed on it (a restored replica that has committed is done restoring).
@@ -126,6 +130,24 @@ pub struct SavepointFigures {
     pub waiting_sales: u64,
     pub sales_shards: u64,
     pub duration_ms: u64,
+}
+
+/// A replica's check of a whole savepoint (all parts, not only its own).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointCheck {
+    pub id: String,
+    /// Every part's manifest verifies and every data file is there with its size.
+    pub complete: bool,
+    /// The replica count that wrote it (the number of parts).
+    #[serde(default)]
+    pub parts: u32,
+    /// Total size of its data files and manifests.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Why it is not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A replica's answer about the state it runs on.

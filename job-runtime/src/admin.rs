@@ -97,6 +97,19 @@ async fn savepoint_report(State(s): State<AdminState>, Path(id): Path<String>) -
     }
 }
 
+async fn check_savepoint(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+    let Some(c) = s.control.get() else {
+        return starting();
+    };
+    match c.savepoints.check(&id).await {
+        Ok(check) => Json(check).into_response(),
+        Err(e @ RequestError::NotConfigured) => {
+            (StatusCode::PRECONDITION_FAILED, e.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
 async fn resume(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     let Some(c) = s.control.get() else {
         return starting();
@@ -170,6 +183,10 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route(SAVEPOINTS_PATH, post(request_savepoint))
         .route(&format!("{SAVEPOINTS_PATH}/{{id}}"), get(savepoint_report))
+        .route(
+            &format!("{SAVEPOINTS_PATH}/{{id}}/check"),
+            get(check_savepoint),
+        )
         .route(RESUME_PATH, post(resume))
         .route(STATE_PATH, get(state_report))
         .with_state(AdminState {

@@ -38,8 +38,8 @@ use crate::source::kinesis::{self, SourceContext, SourceSettings, StreamConfig};
 use crate::source::metrics::SourceMetrics;
 use crate::source::{Position, Positions, StreamRole};
 use crate::state::RocksState;
-use crate::state::export::Identity;
-use tributary_crds::job_config::{SavepointLocation, StateConfig};
+use crate::state::volume::{Replacement, Start, Volume, start_kind};
+use tributary_crds::job_config::StateConfig;
 
 /// Batches waiting in each input channel (dimensions, sales).
 const INPUT_BATCHES: usize = 4;
@@ -76,59 +76,34 @@ fn quantity_bytes(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -
     Ok(usize::try_from(b).unwrap_or(usize::MAX))
 }
 
-/// What a replica does with the state its volume holds (see [`StateConfig`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Start {
-    /// Run on it.
-    AsIs,
-    /// Run on it, recording the configured id (a state from before ids, or a new one).
-    Adopt,
-    /// Replace it with an empty state (positions from `startPosition`).
-    Fresh,
-    /// Replace it with this replica's share of a savepoint.
-    Restore(SavepointLocation),
-}
-
-fn start_kind(found: &Identity, wanted: &StateConfig) -> Start {
-    if wanted.id.is_empty() {
-        return Start::AsIs;
-    }
-    let replace = || match &wanted.restore {
-        Some(sp) => Start::Restore(sp.clone()),
-        None => Start::Fresh,
-    };
-    match found {
-        Identity::Named(id) if *id == wanted.id => Start::AsIs,
-        Identity::Unnamed if wanted.restore.is_none() => Start::Adopt,
-        Identity::Unnamed | Identity::Named(_) | Identity::Incomplete => replace(),
-    }
-}
-
-/// Open the state at `dir`, replaced first when the configuration asks for another one.
-fn open_state(dir: &std::path::Path, wanted: &StateConfig) -> Result<(RocksState, Start)> {
-    std::fs::create_dir_all(dir)?;
-    let state = RocksState::open(dir)?;
+/// Open the state the configuration asks for: the active one, or a replacement (activated
+/// here for a fresh start; for a restore, by the caller once the restore is complete).
+fn open_state(
+    dir: &std::path::Path,
+    wanted: &StateConfig,
+) -> Result<(RocksState, Start, Option<Replacement>)> {
+    let volume = Volume::new(dir);
+    let state = volume.open_active()?;
     let found = state.identity()?;
     let start = start_kind(&found, wanted);
     match &start {
-        Start::AsIs => return Ok((state, start)),
+        Start::AsIs => return Ok((state, start, None)),
         Start::Adopt => {
             state.complete_identity(&wanted.id, None)?;
-            return Ok((state, start));
+            return Ok((state, start, None));
         }
         Start::Fresh | Start::Restore(_) => {}
     }
     tracing::info!(found = ?found, wanted = %wanted.id, restore = ?wanted.restore.as_ref().map(|r| &r.id),
-        "replacing the state on the volume");
+        "replacing the state on the volume (the old one stays until the new one is complete)");
     drop(state);
-    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-    std::fs::create_dir_all(dir)?;
-    let state = RocksState::open(dir)?;
-    state.begin_identity()?;
+    let (state, replacement) = volume.begin_replacement()?;
     if start == Start::Fresh {
         state.complete_identity(&wanted.id, None)?;
+        volume.activate(replacement)?;
+        return Ok((state, start, None));
     }
-    Ok((state, start))
+    Ok((state, start, Some(replacement)))
 }
 
 /// Where the restored waiting sales go: the open sales shards as listed now.
@@ -200,7 +175,8 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     // State: the volume's, or a replacement the configuration asks for.
     let dir = settings.state_dir.clone();
     let wanted = config.state.clone();
-    let (state, start) = tokio::task::spawn_blocking(move || open_state(&dir, &wanted)).await??;
+    let (state, start, replacement) =
+        tokio::task::spawn_blocking(move || open_state(&dir, &wanted)).await??;
     let lineage = state.lineage()?;
     let reader = state.outbox_reader();
     let export = state.export();
@@ -252,6 +228,9 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         core = restored;
         core.state()
             .complete_identity(&config.state.id, Some(&sp.id))?;
+        if let Some(r) = replacement {
+            Volume::new(&settings.state_dir).activate(r)?;
+        }
         tracing::info!(savepoint = %sp.id, parts = figures.parts, bytes = figures.bytes,
             customer_versions = figures.customer_versions, address_versions = figures.address_versions,
             waiting_sales_taken = figures.waiting_sales_taken, waiting_sales_seen = figures.waiting_sales_seen,

@@ -130,3 +130,20 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> Result<Option<Vec<
         .map_err(|e| error(bucket, key, "read body", e))?;
     Ok(Some(body.into_bytes().to_vec()))
 }
+
+/// The size of an object; `None` when it does not exist.
+pub async fn size(client: &Client, bucket: &str, key: &str) -> Result<Option<u64>, ObjectError> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Ok(Some(
+            out.content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+        )),
+        Err(e) => {
+            if e.as_service_error().is_some_and(|s| s.is_not_found()) {
+                return Ok(None);
+            }
+            Err(error(bucket, key, "head", DisplayErrorContext(e)))
+        }
+    }
+}

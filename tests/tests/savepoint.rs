@@ -89,6 +89,9 @@ async fn a_savepoint_restored_on_two_replicas_mid_stream_gives_the_oracle_once()
                 manifest.ends_with("sp-1/part-0/manifest.json"),
                 "{manifest}"
             );
+            let (code, check) = http(&format!("{url}/sp-1/check")).await?;
+            let check: Value = serde_json::from_str(&check).with_context(|| format!("{code}"))?;
+            ensure!(check["complete"] == true && check["parts"] == 1, "{check}");
             let (_, state) = http(&format!("http://127.0.0.1:{port}/state")).await?;
             let state: Value = serde_json::from_str(&state)?;
             ensure!(
@@ -195,6 +198,27 @@ async fn a_damaged_savepoint_stops_the_restoring_replica_with_the_reason() -> Re
     );
     fx.put_object(key, damaged.into_bytes()).await?;
 
+    // A replica that can still answer (the operator asks one of the old ones) finds it.
+    let check_port = free_port()?;
+    let checker = fx.start_replica(check_port, &one, "volume-0", 0, Some(TOKEN))?;
+    let check = eventually("the savepoint check", TIMEOUT, || async {
+        let (code, text) = http(&format!(
+            "http://127.0.0.1:{check_port}/savepoints/sp-bad/check"
+        ))
+        .await?;
+        Ok((code == 200).then_some(text))
+    })
+    .await;
+    stop(checker)?;
+    let check: Value = serde_json::from_str(&check.with_context(|| fx.log())?)?;
+    ensure!(
+        check["complete"] == false
+            && check["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("checksum does not match")),
+        "{check}"
+    );
+
     let mut restore = fx.config.clone();
     restore.state = StateConfig {
         id: "second".into(),
@@ -204,7 +228,8 @@ async fn a_damaged_savepoint_stops_the_restoring_replica_with_the_reason() -> Re
         }),
     };
     let path = fx.write_config("restore.yaml", &restore)?;
-    let mut child = fx.start_replica(free_port()?, &path, "volume-1", 0, Some(TOKEN))?;
+    // Restoring on the old replica's volume: refused before anything of the old state goes.
+    let mut child = fx.start_replica(free_port()?, &path, "volume-0", 0, Some(TOKEN))?;
     let deadline = std::time::Instant::now() + TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -216,7 +241,6 @@ async fn a_damaged_savepoint_stops_the_restoring_replica_with_the_reason() -> Re
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    fx.cleanup().await;
     let status = status.context("the restoring replica did not stop")?;
     ensure!(
         !status.success(),
@@ -227,5 +251,18 @@ async fn a_damaged_savepoint_stops_the_restoring_replica_with_the_reason() -> Re
         log.contains("checksum does not match") && log.contains("sp-bad/part-0/manifest.json"),
         "the reason names the manifest: {log}"
     );
+
+    // The old configuration still runs on the old state (a rollback needs nothing else).
+    let port = free_port()?;
+    let back = fx.start_replica(port, &one, "volume-0", 0, Some(TOKEN))?;
+    let state = eventually("the old state back", TIMEOUT, || async {
+        let (code, text) = http(&format!("http://127.0.0.1:{port}/state")).await?;
+        Ok((code == 200).then_some(text))
+    })
+    .await;
+    stop(back)?;
+    fx.cleanup().await;
+    let state: Value = serde_json::from_str(&state?)?;
+    ensure!(state["stateId"] == "first", "{state}");
     Ok(())
 }

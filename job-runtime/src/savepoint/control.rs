@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use tokio::sync::watch;
-use tributary_crds::control::{SavepointReport, SavepointRequest, SavepointState, token_matches};
+use tributary_crds::control::{
+    SavepointCheck, SavepointReport, SavepointRequest, SavepointState, token_matches,
+};
 
 use super::SavepointError;
 use super::write::{PartInfo, write_part};
@@ -200,6 +202,40 @@ impl SavepointControl {
             }
         });
         Ok(report)
+    }
+
+    /// Check the whole savepoint `id` (see [`super::restore::check`]).
+    pub async fn check(&self, id: &str) -> Result<SavepointCheck, RequestError> {
+        if !valid_id(id) {
+            return Err(RequestError::BadId);
+        }
+        let location = self
+            .wiring
+            .location
+            .clone()
+            .ok_or(RequestError::NotConfigured)?;
+        let folder = S3Uri {
+            bucket: location.bucket.clone(),
+            prefix: location.key(id),
+        };
+        Ok(
+            match super::restore::check(&self.wiring.client, &folder).await {
+                Ok((loaded, bytes)) => SavepointCheck {
+                    id: id.to_string(),
+                    complete: true,
+                    parts: u32::try_from(loaded.parts.len()).unwrap_or(u32::MAX),
+                    bytes,
+                    error: None,
+                },
+                Err(e) => SavepointCheck {
+                    id: id.to_string(),
+                    complete: false,
+                    parts: 0,
+                    bytes: 0,
+                    error: Some(e.to_string()),
+                },
+            },
+        )
     }
 
     /// Read again after a `stopAfter` savepoint (nothing to do when not stopped).

@@ -69,6 +69,31 @@ pub async fn load(client: &Client, folder: &S3Uri) -> Result<Loaded, SavepointEr
     })
 }
 
+/// Check a whole savepoint without restoring it: every manifest verified (by [`load`]) and
+/// every data file present with the size its manifest gives. Returns the total size.
+pub async fn check(client: &Client, folder: &S3Uri) -> Result<(Loaded, u64), SavepointError> {
+    let loaded = load(client, folder).await?;
+    let mut bytes = 0;
+    for (ordinal, part) in loaded.parts.iter().enumerate() {
+        let ordinal = u32::try_from(ordinal).unwrap_or(u32::MAX);
+        for f in &part.files {
+            let key = folder.key(&format!("{}/{}", part_dir(ordinal), f.name));
+            match objects::size(client, &folder.bucket, &key).await? {
+                None => return Err(SavepointError::Missing(uri_of(folder, &key))),
+                Some(n) if n != f.bytes => {
+                    return Err(SavepointError::Config(format!(
+                        "{}: {n} bytes, its manifest says {}",
+                        uri_of(folder, &key),
+                        f.bytes
+                    )));
+                }
+                Some(n) => bytes += n,
+            }
+        }
+    }
+    Ok((loaded, bytes))
+}
+
 /// Which new replica takes a waiting sale: the owner, under the new replica count, of the
 /// open sales shard its partition key (`bill_customer_id`) routes to, so that later records of
 /// that line (a correction, a retry) reach the replica holding it.

@@ -47,6 +47,7 @@ mod keys;
 mod outbox;
 mod values;
 mod versions;
+pub mod volume;
 
 use outbox::OutboxLog;
 pub use outbox::{OutboxReader, SEGMENT_BYTES, SinkCursor};
