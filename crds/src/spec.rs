@@ -600,27 +600,14 @@ pub enum UpgradeMode {
     LastState,
 }
 
-/// Savepoint location, schedule and retention.
+/// Where savepoints go. The operator takes one before every upgrade in `Savepoint` mode and
+/// before every rescale of a running job; it neither takes periodic ones nor deletes old ones.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SavepointsSpec {
-    /// `s3://bucket/prefix`.
+    /// `s3://bucket/prefix`: savepoint `<id>` is written under `<uri>/<id>/`.
     #[schemars(regex(pattern = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"))]
     pub uri: String,
-    /// Take a savepoint this often; absent means only before upgrades.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    /// Keep at most this many completed savepoints.
-    #[serde(default = "default_history_count")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub history_max_count: i32,
-    /// Delete completed savepoints older than this (the latest is always kept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub history_max_age: Option<Duration>,
-}
-
-fn default_history_count() -> i32 {
-    5
 }
 
 /// How the replica count is chosen.

@@ -1,6 +1,8 @@
 //! The operator's one configuration: flags, each overridable from the environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -57,6 +59,58 @@ pub struct OperatorConfig {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub opensearch_check_interval_secs: u64,
+
+    /// File holding the control key: the secret every resource's control token is derived
+    /// from (HMAC of the resource's UID). Without a key (file or `TRIBUTARY_CONTROL_KEY`) the
+    /// operator cannot ask the job for a savepoint, so savepoint upgrades and rescales are
+    /// refused; everything else works.
+    #[arg(long, env = "TRIBUTARY_CONTROL_KEY_FILE")]
+    pub control_key_file: Option<PathBuf>,
+
+    /// The control key itself, as text (for tests that run the binary as a process; the file
+    /// wins when both are set). Prefer the file: a flag's value shows in the process list.
+    #[arg(long, env = "TRIBUTARY_CONTROL_KEY", hide_env_values = true)]
+    pub control_key: Option<Redacted>,
+
+    /// How long (seconds) every replica has to complete its part of a savepoint before the
+    /// operation is abandoned and the replicas read again.
+    #[arg(
+        long,
+        env = "TRIBUTARY_SAVEPOINT_TIMEOUT_SECS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub savepoint_timeout_secs: u64,
+}
+
+/// A secret from the environment or a flag: printed as `<redacted>` when the configuration is
+/// logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+/// The control key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("reading the control key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the control key {0} is empty")]
+    Empty(String),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +130,81 @@ impl OperatorConfig {
         }
         (!list.is_empty()).then_some(list)
     }
+
+    /// The control key: the file's contents, else `TRIBUTARY_CONTROL_KEY`, without surrounding
+    /// whitespace (a file written by an editor or `echo` ends in a newline). `None`: no key.
+    pub fn load_control_key(&self) -> Result<Option<Vec<u8>>, KeyError> {
+        let (text, from) = match (&self.control_key_file, &self.control_key) {
+            (Some(path), _) => {
+                let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                (bytes, format!("file {}", path.display()))
+            }
+            (None, Some(Redacted(text))) => {
+                (text.clone().into_bytes(), "TRIBUTARY_CONTROL_KEY".into())
+            }
+            (None, None) => return Ok(None),
+        };
+        let key = text.trim_ascii();
+        if key.is_empty() {
+            return Err(KeyError::Empty(from));
+        }
+        Ok(Some(key.to_vec()))
+    }
+
+    pub fn savepoint_timeout(&self) -> Duration {
+        Duration::from_secs(self.savepoint_timeout_secs)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> OperatorConfig {
+        let mut argv = vec!["tributary-operator"];
+        argv.extend_from_slice(args);
+        OperatorConfig::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn the_control_key_comes_from_the_file_first_and_is_never_printed() {
+        let dir = std::env::temp_dir().join(format!("tributary-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let path = file.to_str().unwrap();
+
+        let cfg = parse(&["--control-key-file", path, "--control-key", "from-text"]);
+        assert_eq!(
+            cfg.load_control_key().unwrap().as_deref(),
+            Some(&b"from-file"[..])
+        );
+        assert!(!format!("{cfg:?}").contains("from-text"));
+
+        let cfg = parse(&["--control-key", " from-text "]);
+        assert_eq!(
+            cfg.load_control_key().unwrap().as_deref(),
+            Some(&b"from-text"[..])
+        );
+        assert!(!format!("{cfg:?}").contains("from-text"), "{cfg:?}");
+
+        assert_eq!(parse(&[]).load_control_key().unwrap(), None);
+        std::fs::write(&file, "\n").unwrap();
+        let err = parse(&["--control-key-file", path])
+            .load_control_key()
+            .unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let missing = dir.join("missing");
+        let err = parse(&["--control-key-file", missing.to_str().unwrap()])
+            .load_control_key()
+            .unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert_eq!(parse(&[]).savepoint_timeout(), Duration::from_secs(300));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn scope(args: &[&str]) -> Option<Vec<String>> {
         let mut argv = vec!["tributary-operator"];

@@ -1,8 +1,16 @@
-//! The StreamingEnrichment controller: validate -> build -> apply -> status, one step per module.
+//! The StreamingEnrichment controller: validate -> observe -> decide (the upgrade flow) ->
+//! record the intent -> apply -> status, one step per module.
 
 mod apply;
 pub mod build;
+mod control;
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod flow_tests;
+mod observe;
 mod status;
+pub mod upgrade;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -11,20 +19,24 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tributary_crds::control::control_token;
+use tributary_crds::job_config::ADMIN_PORT;
 use tributary_crds::{ScalingMode, StreamingEnrichment};
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 use crate::opensearch;
 use build::BuildInputs;
-use build::labels::{MANAGED_BY_LABEL, MANAGER};
+use build::labels::{INSTANCE_LABEL, JOB_NAME, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
+use upgrade::{Action as Step, Decision};
 
 /// Errors of one reconcile, each with a category for metrics and events.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +62,12 @@ pub struct Context {
     pub config: Arc<OperatorConfig>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// The key control tokens are derived from; `None`: savepoints cannot be asked for.
+    control_key: Option<Vec<u8>>,
+    /// The job pods' control API.
+    control: control::Client,
+    /// Control requests refused for their token, until the operation is over.
+    refusals: observe::Refusals,
     /// Consecutive failures per object, for exponential backoff; cleared on success.
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive OpenSearch failures per object (they back off without failing the reconcile).
@@ -62,12 +80,28 @@ impl Context {
         config: Arc<OperatorConfig>,
         metrics: Arc<Metrics>,
         recorder: Recorder,
+        control_key: Option<Vec<u8>>,
+    ) -> Self {
+        Self::with_control_port(client, config, metrics, recorder, control_key, ADMIN_PORT)
+    }
+
+    /// As [`Context::new`], with the job pods' admin port elsewhere (a fake runtime in tests).
+    pub fn with_control_port(
+        client: Client,
+        config: Arc<OperatorConfig>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        control_key: Option<Vec<u8>>,
+        control_port: u16,
     ) -> Self {
         Self {
             client,
             config,
             metrics,
             recorder,
+            control_key,
+            control: control::Client::new(control_port),
+            refusals: observe::Refusals::default(),
             failures: Mutex::new(HashMap::new()),
             opensearch_failures: Mutex::new(HashMap::new()),
         }
@@ -111,12 +145,9 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }
 
-/// The replica count the StatefulSet should run.
-pub fn desired_replicas(se: &StreamingEnrichment) -> i32 {
+/// The replica count the spec asks for, ignoring `suspend` (0 only when `replicas` is 0).
+pub fn spec_replicas(se: &StreamingEnrichment) -> i32 {
     let spec = &se.spec;
-    if spec.suspend {
-        return 0;
-    }
     match spec.scaling.mode {
         ScalingMode::Manual => spec.replicas.unwrap_or(1),
         ScalingMode::Shards => {
@@ -129,12 +160,17 @@ pub fn desired_replicas(se: &StreamingEnrichment) -> i32 {
     }
 }
 
-/// The replica count the job configuration is rendered for: a suspended job keeps the count it
-/// will resume at, so suspending and resuming do not roll the configuration.
-fn config_replicas(se: &StreamingEnrichment) -> i32 {
-    let mut unsuspended = se.clone();
-    unsuspended.spec.suspend = false;
-    desired_replicas(&unsuspended)
+/// What the spec asks of the upgrade flow.
+fn desired(se: &StreamingEnrichment, default_image: &str) -> Result<upgrade::Desired, Error> {
+    let replicas = spec_replicas(se);
+    Ok(upgrade::Desired {
+        config_hash: build::config_hash(se, default_image)?,
+        replicas,
+        stopped: se.spec.suspend || replicas == 0,
+        upgrade_mode: se.spec.upgrade_mode,
+        savepoints_uri: se.spec.savepoints.as_ref().map(|s| s.uri.clone()),
+        generation: se.metadata.generation.unwrap_or(0),
+    })
 }
 
 async fn publish(
@@ -169,10 +205,16 @@ async fn reconcile(se: Arc<StreamingEnrichment>, ctx: Arc<Context>) -> Result<Ac
     result
 }
 
-async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Action, Error> {
-    let ns = se.namespace().unwrap_or_default();
-    let name = se.name_any();
+async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<Action, Error> {
+    let ns = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
     let api: Api<StreamingEnrichment> = Api::namespaced(ctx.client.clone(), &ns);
+    // The status is the upgrade flow's memory: decide from the server's copy, never from a
+    // cache that may not have seen the last write yet (it would start an operation twice).
+    let Some(fresh) = api.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let se = &fresh;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let before = se.status.clone().unwrap_or_default();
 
@@ -188,71 +230,126 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
     }
 
     // 1. validate
-    let outcome_err = validate::validate(&se.spec).err();
-    let (new_status, requeue) = if let Some(err) = &outcome_err {
+    let invalid = validate::validate(&se.spec).err();
+    if let Some(err) = &invalid {
         tracing::info!(%ns, %name, %err, "invalid spec");
-        let s = status::compute(se, status::Outcome::Invalid(err), None, &now);
-        (s, Action::await_change())
-    } else {
-        // 2. build
-        let replicas = desired_replicas(se);
-        let mut children = build::build(
-            se,
-            &BuildInputs {
-                default_image: ctx.config.runtime_image.clone(),
-                replicas: config_replicas(se),
-            },
-        )?;
-        if let Some(spec) = children.statefulset.spec.as_mut() {
-            spec.replicas = Some(replicas);
-        }
-        // 3. apply
-        let sts = apply::apply_children(&ctx.client, &ns, &children).await?;
-        // 4. the OpenSearch side, after the job's objects: its trouble never blocks them.
-        let os = if se.spec.sinks.opensearch.template.managed {
-            let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-            Some(opensearch::ensure(&ctx.client, se, now_ms).await)
-        } else {
-            None
-        };
-        // 5. status
-        let mut s = status::compute(
-            se,
-            status::Outcome::Applied {
-                desired_replicas: replicas,
-                config_hash: &children.config_hash,
-            },
-            Some(&sts),
-            &now,
-        );
-        status::opensearch(&mut s, se, os.as_ref(), &now);
-        // Owned objects wake us on change; the periodic requeue catches drift we do not watch.
-        let mut requeue = Duration::from_secs(300);
-        match &os {
-            Some(Ok(report)) => {
-                ctx.opensearch_outcome(se, false);
-                requeue = requeue.min(Duration::from_secs(
-                    ctx.config.opensearch_check_interval_secs,
-                ));
-                opensearch_events(ctx, se, report).await;
-            }
-            Some(Err(e)) => {
-                let n = ctx.opensearch_outcome(se, true);
-                tracing::warn!(%ns, %name, reason = e.reason(), error = %e, retry_in_s = backoff(n).as_secs(), "OpenSearch step failed");
-                requeue = backoff(n);
-            }
-            None => {}
-        }
-        (s, Action::requeue(requeue))
+    }
+    let desired = match &invalid {
+        None => Some(desired(se, &ctx.config.runtime_image)?),
+        Some(_) => None,
     };
 
-    if new_status != before {
+    // 2. observe: the StatefulSet, the job pods, and what the recorded phase waits for.
+    let recorded = upgrade::Recorded::from_status(&before);
+    let seen = observe::observe(
+        &ctx.client,
+        &ctx.control,
+        &ctx.refusals,
+        &ns,
+        &name,
+        &recorded,
+    )
+    .await?;
+
+    // 3. decide the next step of the upgrade flow.
+    let token = match (&ctx.control_key, se.uid()) {
+        (Some(key), Some(uid)) => Some(control_token(key, &uid)),
+        _ => None,
+    };
+    let decision = upgrade::decide(&upgrade::Input {
+        desired: desired.as_ref(),
+        recorded: &recorded,
+        observed: &seen.flow,
+        settings: &upgrade::Settings {
+            control_key: token.is_some(),
+            savepoint_timeout: ctx.config.savepoint_timeout(),
+        },
+        now: now.0,
+    });
+
+    // 4. record the intent before acting on it: a restarted operator resumes from here.
+    if decision.recorded != recorded {
+        let mut intent = before.clone();
+        decision.recorded.write_into(&mut intent);
+        status::apply(&api, &name, &intent).await?;
+    }
+    if decision.recorded.pending.is_none() {
+        ctx.refusals.clear(&ns, &name);
+    }
+    // The step's event, with its inputs, once it is recorded and before it is carried out.
+    for n in &decision.report.notices {
+        let type_ = if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        tracing::info!(%ns, %name, reason = n.reason, note = %n.note, "upgrade flow");
+        publish(ctx, se, type_, n.reason, n.note.clone()).await;
+    }
+
+    // 5. act
+    let sts = act(
+        ctx,
+        se,
+        invalid.is_none(),
+        &decision,
+        token.as_deref(),
+        &seen,
+    )
+    .await?;
+
+    // 6. the OpenSearch side, after the job's objects: its trouble never blocks them.
+    let os = if invalid.is_none() && se.spec.sinks.opensearch.template.managed {
+        let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        Some(opensearch::ensure(&ctx.client, se, now_ms).await)
+    } else {
+        None
+    };
+
+    // 7. status
+    let mut new_status = status::compute(se, invalid.as_ref(), &decision, sts.as_ref(), &now);
+    if invalid.is_none() {
+        status::opensearch(&mut new_status, se, os.as_ref(), &now);
+    }
+    // Owned objects and job pods wake us on change; the periodic requeue catches drift we do
+    // not watch. An invalid spec waits for the next change, unless an operation is in flight.
+    let mut requeue = match (&invalid, decision.requeue) {
+        (Some(_), None) => None,
+        (_, r) => Some(r.unwrap_or(Duration::from_secs(300))),
+    };
+    match &os {
+        Some(Ok(report)) => {
+            ctx.opensearch_outcome(se, false);
+            requeue = requeue.map(|r| {
+                r.min(Duration::from_secs(
+                    ctx.config.opensearch_check_interval_secs,
+                ))
+            });
+            opensearch_events(ctx, se, report).await;
+        }
+        Some(Err(e)) => {
+            let n = ctx.opensearch_outcome(se, true);
+            tracing::warn!(%ns, %name, reason = e.reason(), error = %e, retry_in_s = backoff(n).as_secs(), "OpenSearch step failed");
+            requeue = requeue.map(|r| r.min(backoff(n)));
+        }
+        None => {}
+    }
+
+    let written = if decision.recorded != recorded {
+        let mut w = before.clone();
+        decision.recorded.write_into(&mut w);
+        w
+    } else {
+        before.clone()
+    };
+    if new_status != written {
         status::apply(&api, &name, &new_status).await?;
     }
     for c in status::flips(&before, &new_status) {
         let warn = (c.type_ == "Degraded" && c.status == "True")
             || (c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec")
-            || (c.type_ == "IndexTemplateReady" && c.status == "False");
+            || (c.type_ == "IndexTemplateReady" && c.status == "False")
+            || (c.type_ == "SavepointReady" && c.status == "False");
         let type_ = if warn {
             EventType::Warning
         } else {
@@ -267,7 +364,95 @@ async fn reconcile_inner(se: &StreamingEnrichment, ctx: &Context) -> Result<Acti
         )
         .await;
     }
-    Ok(requeue)
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Carry out the decided step; returns the StatefulSet as it now is, for the status. An
+/// invalid spec applies nothing (the job keeps its previous configuration), but an operation
+/// in flight still talks to the replicas.
+async fn act(
+    ctx: &Context,
+    se: &StreamingEnrichment,
+    valid: bool,
+    decision: &Decision,
+    token: Option<&str>,
+    seen: &observe::Observation,
+) -> Result<Option<StatefulSet>, Error> {
+    let ns = se.namespace().unwrap_or_default();
+    let name = se.name_any();
+    let inputs = |run: Option<&upgrade::Run>| {
+        let mut i = BuildInputs::for_hash(&ctx.config.runtime_image);
+        i.control_token = token.map(str::to_string);
+        if let Some(run) = run {
+            i.replicas = run.statefulset_replicas;
+            i.job_replicas = run.job_replicas;
+            i.state = run.state.clone();
+        }
+        i
+    };
+    if let Step::Apply(run) = &decision.action
+        && valid
+    {
+        let children = build::build(se, &inputs(Some(run)))?;
+        return Ok(Some(
+            apply::apply_children(&ctx.client, &ns, &children).await?,
+        ));
+    }
+    if valid {
+        let children = build::build(se, &inputs(None))?;
+        apply::apply_support(&ctx.client, &ns, &children).await?;
+    }
+    let ip_of = |o: u32| {
+        seen.flow
+            .pods
+            .iter()
+            .filter(|p| p.ordinal == o && !p.terminating)
+            .find_map(|p| p.ip.clone())
+    };
+    match &decision.action {
+        Step::Apply(_) | Step::Keep => {}
+        Step::ScaleToZero => {
+            let replicas = seen.flow.statefulset_replicas.unwrap_or(0);
+            if replicas != 0 {
+                apply::scale_to_zero(&ctx.client, &ns, &build::names::statefulset(&name)).await?;
+            }
+        }
+        Step::RequestSavepoints { id, ordinals } => {
+            let Some(token) = token else {
+                tracing::warn!(%ns, %name, "no control key: savepoint {id} cannot be asked for");
+                return Ok(seen.statefulset.clone());
+            };
+            for &o in ordinals {
+                let Some(ip) = ip_of(o) else { continue };
+                match ctx.control.request_savepoint(&ip, id, token).await {
+                    Ok(()) => {
+                        tracing::info!(%ns, %name, ordinal = o, savepoint = %id, "savepoint requested")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%ns, %name, ordinal = o, savepoint = %id, error = %e, "savepoint request failed");
+                        if let Some(status @ (401 | 403)) = e.status() {
+                            ctx.refusals
+                                .record(&ns, &name, id, o, status, e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Step::Resume { ordinals } => {
+            let Some(token) = token else {
+                tracing::warn!(%ns, %name, "no control key: the replicas cannot be told to resume");
+                return Ok(seen.statefulset.clone());
+            };
+            for &o in ordinals {
+                let Some(ip) = ip_of(o) else { continue };
+                match ctx.control.resume(&ip, token).await {
+                    Ok(()) => tracing::info!(%ns, %name, ordinal = o, "replica resumed"),
+                    Err(e) => tracing::warn!(%ns, %name, ordinal = o, error = %e, "resume failed"),
+                }
+            }
+        }
+    }
+    Ok(seen.statefulset.clone())
 }
 
 /// Events for what an OpenSearch pass changed (condition flips have their own).
@@ -484,7 +669,18 @@ where
     .owns(scoped::<StatefulSet>(client, namespace), owned.clone())
     .owns(scoped::<ConfigMap>(client, namespace), owned.clone())
     .owns(scoped::<Service>(client, namespace), owned.clone())
-    .owns(scoped::<PodDisruptionBudget>(client, namespace), owned);
+    .owns(scoped::<PodDisruptionBudget>(client, namespace), owned)
+    // Job pods belong to the StatefulSet, not to the resource: they are mapped back by their
+    // instance label, so a pod that stops, starts or turns ready moves the upgrade flow on.
+    .watches(
+        scoped::<Pod>(client, namespace),
+        watcher::Config::default().labels(&format!("{NAME_LABEL}={JOB_NAME}")),
+        |pod: Pod| {
+            let name = pod.labels().get(INSTANCE_LABEL)?.clone();
+            let ns = pod.namespace()?;
+            Some(ObjectRef::<StreamingEnrichment>::new(&name).within(&ns))
+        },
+    );
     let store = controller.store();
     let ctx = ctx.clone();
     let run = controller
@@ -507,31 +703,41 @@ mod tests {
     use crate::controller::build::fixtures::example;
 
     #[test]
-    fn replicas_follow_suspend_mode_and_shards() {
+    fn replicas_follow_mode_and_shards_and_suspend_stops() {
         let mut se = example("minimal.yaml");
-        assert_eq!(desired_replicas(&se), 1);
+        assert_eq!(spec_replicas(&se), 1);
         se.spec.replicas = Some(3);
-        assert_eq!(desired_replicas(&se), 3);
+        assert_eq!(spec_replicas(&se), 3);
         se.spec.suspend = true;
-        assert_eq!(desired_replicas(&se), 0);
+        let d = desired(&se, "img").unwrap();
         assert_eq!(
-            config_replicas(&se),
-            3,
-            "suspending keeps the configuration"
+            (d.replicas, d.stopped),
+            (3, true),
+            "suspending keeps the count"
+        );
+        se.spec.suspend = false;
+        se.spec.replicas = Some(0);
+        let d = desired(&se, "img").unwrap();
+        assert_eq!(
+            (d.replicas, d.stopped),
+            (0, true),
+            "zero replicas stops too"
         );
 
         let mut full = example("full.yaml"); // Shards mode, 2 shards per replica, 1..=8
-        assert_eq!(
-            desired_replicas(&full),
-            1,
-            "unknown shard count: minReplicas"
-        );
+        assert_eq!(spec_replicas(&full), 1, "unknown shard count: minReplicas");
         full.status = Some(tributary_crds::StreamingEnrichmentStatus {
             shards: Some(5),
             ..Default::default()
         });
-        assert_eq!(desired_replicas(&full), 3);
+        assert_eq!(spec_replicas(&full), 3);
         full.status.as_mut().unwrap().shards = Some(40);
-        assert_eq!(desired_replicas(&full), 8);
+        assert_eq!(spec_replicas(&full), 8);
+        let d = desired(&full, "img").unwrap();
+        assert_eq!(
+            d.savepoints_uri.as_deref(),
+            Some("s3://ara-savepoints/sales-enrichment")
+        );
+        assert_eq!(d.upgrade_mode, tributary_crds::UpgradeMode::Savepoint);
     }
 }

@@ -28,6 +28,16 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.log_format);
     tracing::info!(?config, "starting tributary-operator");
 
+    let control_key = config
+        .load_control_key()
+        .context("loading the control key")?;
+    if control_key.is_none() {
+        tracing::warn!(
+            "no control key (--control-key-file / TRIBUTARY_CONTROL_KEY_FILE, or \
+             TRIBUTARY_CONTROL_KEY): savepoint upgrades and rescales of running jobs are refused"
+        );
+    }
+
     let metrics = Arc::new(metrics::Metrics::new().context("registering metrics")?);
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -93,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         config.clone(),
         metrics.clone(),
         recorder,
+        control_key,
     ));
     let ready_flag = ready.clone();
     let controller = controller::run(ctx, stopped(stop_rx.clone()), move || {

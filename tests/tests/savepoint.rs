@@ -51,9 +51,6 @@ async fn a_savepoint_restored_on_two_replicas_mid_stream_gives_the_oracle_once()
     let mut fx = Fixture::new("sp", &data()).await?;
     fx.config.savepoints = Some(SavepointsSpec {
         uri: format!("s3://{}/savepoints", fx.name),
-        interval: None,
-        history_max_count: 5,
-        history_max_age: None,
     });
     fx.config.state = StateConfig {
         id: "first".into(),
@@ -162,9 +159,6 @@ async fn a_damaged_savepoint_stops_the_restoring_replica_with_the_reason() -> Re
     let mut fx = Fixture::new("spd", &small()).await?;
     fx.config.savepoints = Some(SavepointsSpec {
         uri: format!("s3://{}/savepoints", fx.name),
-        interval: None,
-        history_max_count: 5,
-        history_max_age: None,
     });
     fx.config.state.id = "first".into();
     let one = fx.write_config("one.yaml", &fx.config)?;

@@ -26,3 +26,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "tributary.clusterName" -}}
 {{- printf "%s-%s" .Release.Namespace (include "tributary.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{- /* The Secret holding the operator's control key: the chart's own, or the user's. */ -}}
+{{- define "tributary.controlKeySecret" -}}
+{{- default (printf "%s-control-key" (include "tributary.fullname" .)) .Values.controlKey.existingSecret -}}
+{{- end -}}

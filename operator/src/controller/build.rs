@@ -3,28 +3,53 @@
 //! server-side apply. Unit-tested from the resources in `examples/`.
 
 mod config_map;
+mod control_secret;
 pub mod labels;
 mod pdb;
 mod services;
 mod statefulset;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use sha2::{Digest, Sha256};
 use tributary_crds::StreamingEnrichment;
-use tributary_crds::job_config::JobConfig;
+use tributary_crds::job_config::{JobConfig, StateConfig};
 
 #[cfg(test)]
 use labels::selector_labels;
 pub use labels::selector_string;
 
-/// Facts the builders need beyond the resource itself.
+#[cfg(test)]
+use statefulset::{CONFIG_HASH_ANNOTATION, STATE_ID_ANNOTATION};
+
+/// Facts the builders need beyond the resource itself, decided by the upgrade flow
+/// ([`super::upgrade`]): the builders never choose a replica count or a state.
 #[derive(Clone, Debug)]
 pub struct BuildInputs {
     /// Image used when the resource names none.
     pub default_image: String,
-    /// Replicas the StatefulSet should run (already resolved from suspend, mode and shards).
+    /// `spec.replicas` of the StatefulSet (zero while suspended or scaled down for a restore).
     pub replicas: i32,
+    /// The replica count the job configuration splits the sales shards among.
+    pub job_replicas: i32,
+    /// The state the replicas run on, and the savepoint to restore when it is new.
+    pub state: StateConfig,
+    /// The resource's control token; `None` when the operator has no control key (no Secret).
+    pub control_token: Option<String>,
+}
+
+impl BuildInputs {
+    /// Inputs that change nothing but the image: enough to compute the configuration hash.
+    pub fn for_hash(default_image: &str) -> Self {
+        Self {
+            default_image: default_image.to_string(),
+            replicas: 1,
+            job_replicas: 1,
+            state: StateConfig::default(),
+            control_token: None,
+        }
+    }
 }
 
 /// Every child object, as it should be.
@@ -35,7 +60,10 @@ pub struct Children {
     pub metrics_service: Service,
     pub statefulset: StatefulSet,
     pub pdb: PodDisruptionBudget,
-    /// Hash of the rendered job configuration (also on the pod template).
+    /// The control Secret holding the job pods' bearer token (when the operator has a key).
+    pub control_secret: Option<Secret>,
+    /// Hash of the job configuration and the pod template, without the replica count and the
+    /// state (also on the pod template).
     pub config_hash: String,
 }
 
@@ -45,6 +73,8 @@ pub enum BuildError {
     MissingMetadata(&'static str),
     #[error("rendering the job configuration: {0}")]
     RenderConfig(#[from] serde_yaml::Error),
+    #[error("serialising the pod template: {0}")]
+    RenderTemplate(#[from] serde_json::Error),
 }
 
 /// Names of the children, derived from the resource name (one place, so tests and the status
@@ -65,6 +95,9 @@ pub mod names {
     pub fn pdb(se: &str) -> String {
         se.to_string()
     }
+    pub fn control_secret(se: &str) -> String {
+        tributary_crds::control::control_secret_name(se)
+    }
 }
 
 /// Build every child of `se`.
@@ -81,20 +114,49 @@ pub fn build(se: &StreamingEnrichment, inputs: &BuildInputs) -> Result<Children,
         .ok_or(BuildError::MissingMetadata("namespace"))?;
     let owner = labels::owner_reference(se)?;
 
-    // The job sees the replica count it runs at; a suspended job renders the count it will
-    // resume at, so suspending does not change the configuration hash.
-    let config_replicas = inputs.replicas.max(1);
-    let job_config = JobConfig::from_spec(namespace, name, &se.spec, config_replicas);
-    let (config_map, config_hash) = config_map::build(se, name, namespace, &owner, &job_config)?;
+    let mut job_config =
+        JobConfig::from_spec(namespace, name, &se.spec, inputs.job_replicas.max(1));
+    job_config.state = inputs.state.clone();
+    let config_map = config_map::build(name, namespace, &owner, &job_config)?;
+    let mut statefulset = statefulset::build(se, name, namespace, &owner, inputs);
+    let config_hash = hash(&job_config, &statefulset)?;
+    statefulset::annotate(&mut statefulset, &config_hash, &inputs.state.id);
 
     Ok(Children {
         headless_service: services::headless(name, namespace, &owner),
         metrics_service: services::metrics(name, namespace, &owner),
-        statefulset: statefulset::build(se, name, namespace, &owner, inputs, &config_hash),
+        statefulset,
         pdb: pdb::build(name, namespace, &owner),
+        control_secret: inputs
+            .control_token
+            .as_deref()
+            .map(|t| control_secret::build(name, namespace, &owner, t)),
         config_map,
         config_hash,
     })
+}
+
+/// The hash of what the pods run, without what the upgrade flow decides (the replica count
+/// and the state): a change of it is a change of configuration, brought in as `upgradeMode`
+/// says. It covers the pod template as well as the job configuration, so a new image is a
+/// change like any other.
+fn hash(job_config: &JobConfig, statefulset: &StatefulSet) -> Result<String, BuildError> {
+    let basis = JobConfig {
+        replicas: 0,
+        state: StateConfig::default(),
+        ..job_config.clone()
+    };
+    let template = statefulset.spec.as_ref().map(|s| &s.template);
+    let mut h = Sha256::new();
+    h.update(basis.to_yaml()?.as_bytes());
+    h.update(b"\n---\n");
+    h.update(serde_json::to_vec(&template)?);
+    Ok(hex::encode(&h.finalize()[..8]))
+}
+
+/// The configuration hash of `se` as it would be built now (see [`hash`]).
+pub fn config_hash(se: &StreamingEnrichment, default_image: &str) -> Result<String, BuildError> {
+    Ok(build(se, &BuildInputs::for_hash(default_image))?.config_hash)
 }
 
 #[cfg(test)]
@@ -120,12 +182,15 @@ pub(crate) mod fixtures {
 mod tests {
     use super::fixtures::example;
     use super::*;
-    use tributary_crds::job_config::{ADMIN_PORT, CONFIG_FILE};
+    use tributary_crds::job_config::{ADMIN_PORT, CONFIG_FILE, SavepointLocation};
 
     fn inputs(replicas: i32) -> BuildInputs {
         BuildInputs {
             default_image: "runtime:default".into(),
             replicas,
+            job_replicas: replicas.max(1),
+            state: StateConfig::default(),
+            control_token: Some("t0ken".into()),
         }
     }
 
@@ -257,18 +322,39 @@ mod tests {
         se.spec.join.max_wait = "20m".parse().unwrap();
         let c = build(&se, &inputs(1)).unwrap();
         assert_ne!(a.config_hash, c.config_hash);
+        // What the upgrade flow decides is not configuration: the replica counts, the state and
+        // the token (a change of count or state is its own step, never a "config change").
         let d = build_example("minimal.yaml", 2);
-        assert_ne!(
-            a.config_hash, d.config_hash,
-            "workers must agree on the replica count"
+        assert_eq!(a.config_hash, d.config_hash);
+        let mut other = inputs(0);
+        other.job_replicas = 5;
+        other.state = StateConfig {
+            id: "sp-1".into(),
+            restore: Some(SavepointLocation {
+                id: "sp-1".into(),
+                uri: "s3://b/sp-1/".into(),
+            }),
+        };
+        other.control_token = None;
+        assert_eq!(
+            build(&example("minimal.yaml"), &other).unwrap().config_hash,
+            a.config_hash
         );
-        // Labels and annotations of pods are not job configuration.
+        assert_eq!(
+            config_hash(&example("minimal.yaml"), "runtime:default").unwrap(),
+            a.config_hash
+        );
+        // The image and the pod template are: changing them restarts the pods.
+        assert_ne!(
+            config_hash(&example("minimal.yaml"), "runtime:v2").unwrap(),
+            a.config_hash
+        );
         se = example("minimal.yaml");
         se.spec.pod_overrides = Some(tributary_crds::PodOverrides {
             labels: [("team".to_string(), "x".to_string())].into(),
             ..Default::default()
         });
-        assert_eq!(build(&se, &inputs(1)).unwrap().config_hash, a.config_hash);
+        assert_ne!(build(&se, &inputs(1)).unwrap().config_hash, a.config_hash);
         // Naming a CA, or another Secret or key for it, rolls the pods.
         let full = build_example("full.yaml", 1);
         let mut se = example("full.yaml");
@@ -279,6 +365,108 @@ mod tests {
         let none = build(&se, &inputs(1)).unwrap();
         assert_ne!(none.config_hash, full.config_hash);
         assert_ne!(none.config_hash, rotated.config_hash);
+    }
+
+    #[test]
+    fn replicas_state_and_restore_come_from_the_inputs() {
+        let se = example("minimal.yaml");
+        // Scaled down for a restore: zero pods, the configuration still cut for 2.
+        let mut i = inputs(0);
+        i.job_replicas = 2;
+        let c = build(&se, &i).unwrap();
+        assert_eq!(c.statefulset.spec.as_ref().unwrap().replicas, Some(0));
+        let cfg = JobConfig::from_yaml(&c.config_map.data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+        assert_eq!(cfg.replicas, 2);
+        assert_eq!(cfg.state, StateConfig::default());
+        let ann = |c: &Children| {
+            c.statefulset
+                .spec
+                .clone()
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()
+        };
+        assert!(
+            !ann(&c).contains_key(STATE_ID_ANNOTATION),
+            "no state id: none"
+        );
+
+        // Restoring: the state and the savepoint in the job configuration, the state id on
+        // the template (a new one rolls the pods).
+        let restore = StateConfig {
+            id: "sp-7".into(),
+            restore: Some(SavepointLocation {
+                id: "sp-7".into(),
+                uri: "s3://ara-savepoints/x/sp-7/".into(),
+            }),
+        };
+        let mut i = inputs(3);
+        i.state = restore.clone();
+        let c = build(&se, &i).unwrap();
+        assert_eq!(c.statefulset.spec.as_ref().unwrap().replicas, Some(3));
+        let cfg = JobConfig::from_yaml(&c.config_map.data.as_ref().unwrap()[CONFIG_FILE]).unwrap();
+        assert_eq!((cfg.replicas, cfg.state), (3, restore));
+        assert_eq!(ann(&c)[STATE_ID_ANNOTATION], "sp-7");
+        assert_eq!(ann(&c)[CONFIG_HASH_ANNOTATION], c.config_hash);
+    }
+
+    #[test]
+    fn the_control_secret_holds_the_token_the_pods_read_by_reference() {
+        let c = build_example("minimal.yaml", 1);
+        let secret = c
+            .control_secret
+            .as_ref()
+            .expect("a control Secret with a key");
+        assert_eq!(
+            secret.metadata.name.as_deref(),
+            Some("sales-minimal-control")
+        );
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("default"));
+        let owners = secret.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].controller),
+            ("StreamingEnrichment", Some(true))
+        );
+        let labels = secret.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "tributary-operator");
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(
+            data[tributary_crds::control::CONTROL_SECRET_KEY].0,
+            b"t0ken"
+        );
+
+        let pod = c.statefulset.spec.unwrap().template.spec.unwrap();
+        let var = pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == tributary_crds::job_config::env::CONTROL_TOKEN)
+            .expect("the token variable")
+            .clone();
+        assert_eq!(var.value, None, "never the token itself in the pod spec");
+        let sel = var.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!(sel.name, "sales-minimal-control");
+        assert_eq!(sel.key, "token");
+        assert_eq!(sel.optional, Some(true), "pods start without a key too");
+
+        // Without a key: no Secret, the same pod template (a key added later rolls nothing).
+        let mut i = inputs(1);
+        i.control_token = None;
+        let without = build(&example("minimal.yaml"), &i).unwrap();
+        assert!(without.control_secret.is_none());
+        assert_eq!(without.config_hash, c.config_hash);
+        assert_eq!(
+            without.statefulset.spec.unwrap().template,
+            build_example("minimal.yaml", 1)
+                .statefulset
+                .spec
+                .unwrap()
+                .template
+        );
     }
 
     #[test]
@@ -407,6 +595,11 @@ mod tests {
         assert_eq!(
             secret_envs,
             [
+                (
+                    "TRIBUTARY_CONTROL_TOKEN".into(),
+                    "sales-enrichment-control".into(),
+                    "token".into()
+                ),
                 (
                     "AWS_ACCESS_KEY_ID".into(),
                     "sales-enrichment-aws".into(),

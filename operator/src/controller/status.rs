@@ -10,18 +10,8 @@ use tributary_crds::conditions::{ConditionType, ConditionUpdate, set_condition};
 use tributary_crds::{StreamingEnrichment, StreamingEnrichmentStatus};
 
 use super::build::{labels::MANAGER, selector_string};
+use super::upgrade::{Decision, Note};
 use super::validate::InvalidSpec;
-
-/// What the reconcile decided, as input to the status.
-pub enum Outcome<'a> {
-    /// The spec was refused; children were left as they were.
-    Invalid(&'a InvalidSpec),
-    /// Children were applied with this replica count and configuration hash.
-    Applied {
-        desired_replicas: i32,
-        config_hash: &'a str,
-    },
-}
 
 fn rollout_state(sts: &StatefulSet, desired: i32) -> (i32, i32, Option<&'static str>) {
     let st = sts.status.clone().unwrap_or_default();
@@ -46,10 +36,12 @@ fn rollout_state(sts: &StatefulSet, desired: i32) -> (i32, i32, Option<&'static 
     (replicas, ready, pending)
 }
 
-/// The status to record. Conditions keep their transition time unless they flip.
+/// The status to record: the flow's fields as the decision left them, the rollout of the
+/// StatefulSet, and the conditions. Conditions keep their transition time unless they flip.
 pub fn compute(
     se: &StreamingEnrichment,
-    outcome: Outcome<'_>,
+    invalid: Option<&InvalidSpec>,
+    decision: &Decision,
     sts: Option<&StatefulSet>,
     now: &Time,
 ) -> StreamingEnrichmentStatus {
@@ -60,91 +52,135 @@ pub fn compute(
         selector: Some(selector_string(&se.name_any())),
         ..previous.clone()
     };
+    decision.recorded.write_into(&mut status);
+    let flow = &decision.report;
+    let desired_replicas = flow.replicas;
+    let (replicas, ready, pending) = match sts {
+        Some(sts) => rollout_state(sts, desired_replicas),
+        None => (0, 0, Some("Applying")),
+    };
+    if sts.is_some() || invalid.is_none() {
+        status.replicas = replicas;
+        status.ready_replicas = ready;
+    }
     let mut set = |u: ConditionUpdate| {
         set_condition(&mut status.conditions, u, generation, now);
     };
+    let set_busy = |set: &mut dyn FnMut(ConditionUpdate), busy: &Note| {
+        set(ConditionUpdate::new(
+            ConditionType::Ready,
+            false,
+            busy.reason,
+            busy.message.clone(),
+        ));
+        set(ConditionUpdate::new(
+            ConditionType::Progressing,
+            true,
+            busy.reason,
+            busy.message.clone(),
+        ));
+    };
 
-    match outcome {
-        Outcome::Invalid(err) => {
-            set(ConditionUpdate::new(
-                ConditionType::Degraded,
-                true,
-                "InvalidSpec",
-                err.to_string(),
-            ));
-            set(ConditionUpdate::new(
+    if let Some(err) = invalid {
+        set(ConditionUpdate::new(
+            ConditionType::Degraded,
+            true,
+            "InvalidSpec",
+            err.to_string(),
+        ));
+        match &flow.busy {
+            Some(busy) => set_busy(&mut set, busy),
+            None => set(ConditionUpdate::new(
                 ConditionType::Progressing,
                 false,
                 "InvalidSpec",
                 "waiting for a corrected spec; the job keeps its previous configuration",
-            ));
+            )),
         }
-        Outcome::Applied {
-            desired_replicas,
-            config_hash,
-        } => {
-            status.config_hash = Some(config_hash.to_string());
-            let (replicas, ready, pending) = match sts {
-                Some(sts) => rollout_state(sts, desired_replicas),
-                None => (0, 0, Some("Applying")),
-            };
-            status.replicas = replicas;
-            status.ready_replicas = ready;
-            set(ConditionUpdate::new(
+    } else {
+        match &flow.degraded {
+            Some(d) => set(ConditionUpdate::new(
+                ConditionType::Degraded,
+                true,
+                d.reason,
+                d.message.clone(),
+            )),
+            None => set(ConditionUpdate::new(
                 ConditionType::Degraded,
                 false,
                 "AsExpected",
                 "",
+            )),
+        }
+        let hash = decision.recorded.config_hash.as_deref().unwrap_or("none");
+        if let Some(busy) = &flow.busy {
+            set_busy(&mut set, busy);
+        } else if se.spec.suspend {
+            let done = pending.is_none();
+            set(ConditionUpdate::new(
+                ConditionType::Ready,
+                false,
+                "Suspended",
+                "spec.suspend is true: the job is scaled to zero and its state volumes are kept",
             ));
-            if se.spec.suspend {
-                let done = pending.is_none();
-                set(ConditionUpdate::new(
-                    ConditionType::Ready,
-                    false,
-                    "Suspended",
-                    "spec.suspend is true: the job is scaled to zero and its state volumes are kept",
-                ));
-                set(ConditionUpdate::new(
-                    ConditionType::Progressing,
-                    !done,
-                    if done { "Suspended" } else { "Suspending" },
-                    format!("{replicas} replica(s) still running"),
-                ));
-            } else {
-                match pending {
-                    None => {
-                        set(ConditionUpdate::new(
-                            ConditionType::Ready,
-                            true,
-                            "Running",
-                            format!("{ready}/{desired_replicas} replicas ready"),
-                        ));
-                        set(ConditionUpdate::new(
-                            ConditionType::Progressing,
-                            false,
-                            "Stable",
-                            "the job runs the current configuration",
-                        ));
-                    }
-                    Some(reason) => {
-                        set(ConditionUpdate::new(
-                            ConditionType::Ready,
-                            false,
-                            reason,
-                            format!("{ready}/{desired_replicas} replicas ready"),
-                        ));
-                        set(ConditionUpdate::new(
-                            ConditionType::Progressing,
-                            true,
-                            reason,
-                            format!(
-                                "{ready}/{desired_replicas} replicas ready, configuration {config_hash}"
-                            ),
-                        ));
-                    }
+            set(ConditionUpdate::new(
+                ConditionType::Progressing,
+                !done,
+                if done { "Suspended" } else { "Suspending" },
+                format!("{replicas} replica(s) still running"),
+            ));
+        } else {
+            match pending {
+                None => {
+                    set(ConditionUpdate::new(
+                        ConditionType::Ready,
+                        true,
+                        "Running",
+                        format!("{ready}/{desired_replicas} replicas ready"),
+                    ));
+                    set(ConditionUpdate::new(
+                        ConditionType::Progressing,
+                        false,
+                        "Stable",
+                        "the job runs the current configuration",
+                    ));
+                }
+                Some(reason) => {
+                    set(ConditionUpdate::new(
+                        ConditionType::Ready,
+                        false,
+                        reason,
+                        format!("{ready}/{desired_replicas} replicas ready"),
+                    ));
+                    set(ConditionUpdate::new(
+                        ConditionType::Progressing,
+                        true,
+                        reason,
+                        format!("{ready}/{desired_replicas} replicas ready, configuration {hash}"),
+                    ));
                 }
             }
         }
+        // A held change: the job runs as it was, and nothing moves until a human acts (or
+        // the retry time comes).
+        if let Some(held) = &flow.held
+            && flow.busy.is_none()
+        {
+            set(ConditionUpdate::new(
+                ConditionType::Progressing,
+                false,
+                held.reason,
+                held.message.clone(),
+            ));
+        }
+    }
+    if let Some((ok, n)) = &flow.savepoint_ready {
+        set(ConditionUpdate::new(
+            ConditionType::SavepointReady,
+            *ok,
+            n.reason,
+            n.message.clone(),
+        ));
     }
     status
 }
@@ -280,6 +316,8 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
     use tributary_crds::conditions::{get_condition, is_true};
 
+    use crate::controller::upgrade::{Action, Recorded, Report};
+
     fn t(s: i64) -> Time {
         Time(Timestamp::from_second(s).unwrap())
     }
@@ -299,17 +337,31 @@ mod tests {
         s
     }
 
-    fn applied(h: &str) -> Outcome<'_> {
-        Outcome::Applied {
-            desired_replicas: 2,
-            config_hash: h,
+    /// A decision that applied `replicas` replicas of configuration `h`.
+    fn applied(h: &str) -> Decision {
+        applied_n(h, 2)
+    }
+
+    fn applied_n(h: &str, replicas: i32) -> Decision {
+        Decision {
+            recorded: Recorded {
+                config_hash: Some(h.into()),
+                running_replicas: Some(2),
+                ..Default::default()
+            },
+            action: Action::Keep,
+            requeue: None,
+            report: Report {
+                replicas,
+                ..Default::default()
+            },
         }
     }
 
     #[test]
     fn ready_when_every_replica_runs_the_current_revision() {
         let se = example("minimal.yaml");
-        let s = compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
+        let s = compute(&se, None, &applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
         assert!(is_true(&s.conditions, ConditionType::Ready));
         assert!(!is_true(&s.conditions, ConditionType::Progressing));
         assert!(!is_true(&s.conditions, ConditionType::Degraded));
@@ -325,9 +377,15 @@ mod tests {
     #[test]
     fn rolling_update_is_progressing_and_keeps_transition_times() {
         let mut se = example("minimal.yaml");
-        let first = compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
+        let first = compute(&se, None, &applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
         se.status = Some(first);
-        let rolling = compute(&se, applied("h2"), Some(&sts(2, 1, 1, false)), &t(20));
+        let rolling = compute(
+            &se,
+            None,
+            &applied("h2"),
+            Some(&sts(2, 1, 1, false)),
+            &t(20),
+        );
         let ready = get_condition(&rolling.conditions, ConditionType::Ready).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -348,14 +406,15 @@ mod tests {
         let mut se = example("minimal.yaml");
         se.status = Some(compute(
             &se,
-            applied("h1"),
+            None,
+            &applied("h1"),
             Some(&sts(2, 2, 2, true)),
             &t(10),
         ));
         let err = InvalidSpec {
             problems: vec!["join.maxWait must be greater than 0".into()],
         };
-        let s = compute(&se, Outcome::Invalid(&err), None, &t(30));
+        let s = compute(&se, Some(&err), &applied("h1"), None, &t(30));
         let d = get_condition(&s.conditions, ConditionType::Degraded).unwrap();
         assert_eq!(
             (d.status.as_str(), d.reason.as_str()),
@@ -373,7 +432,7 @@ mod tests {
     fn opensearch_pass_sets_index_template_ready_and_degraded_on_auth() {
         use crate::opensearch::{Error, Report};
         let mut se = example("minimal.yaml");
-        let mut s = compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
+        let mut s = compute(&se, None, &applied("h1"), Some(&sts(2, 2, 2, true)), &t(10));
         let ok: Result<Report, Error> = Ok(Report {
             template: "Created",
             write_index: Some("ara-000001".into()),
@@ -423,7 +482,7 @@ mod tests {
         assert!(d.message.contains("401"));
         assert_eq!(d.last_transition_time, t(30));
         se.status = Some(s.clone());
-        let mut again = compute(&se, applied("h1"), Some(&sts(2, 2, 2, true)), &t(50));
+        let mut again = compute(&se, None, &applied("h1"), Some(&sts(2, 2, 2, true)), &t(50));
         opensearch(&mut again, &se, Some(&denied), &t(50));
         let d = get_condition(&again.conditions, ConditionType::Degraded).unwrap();
         assert_eq!(d.last_transition_time, t(30), "no flap while still denied");
@@ -438,15 +497,86 @@ mod tests {
         se.spec.suspend = true;
         let s = compute(
             &se,
-            Outcome::Applied {
-                desired_replicas: 0,
-                config_hash: "h",
-            },
+            None,
+            &applied_n("h", 0),
             Some(&sts(0, 0, 0, true)),
             &t(1),
         );
         let r = get_condition(&s.conditions, ConditionType::Ready).unwrap();
         assert_eq!(r.reason, "Suspended");
         assert!(!is_true(&s.conditions, ConditionType::Progressing));
+    }
+
+    #[test]
+    fn an_operation_in_flight_is_progressing_and_not_ready() {
+        let mut se = example("minimal.yaml");
+        se.status = Some(compute(
+            &se,
+            None,
+            &applied("h1"),
+            Some(&sts(2, 2, 2, true)),
+            &t(10),
+        ));
+        let mut d = applied_n("h1", 0);
+        d.report.busy = Some(Note {
+            reason: "Savepointing",
+            message: "Rescale: savepoint sp-1, 1/2 parts completed".into(),
+        });
+        let s = compute(&se, None, &d, Some(&sts(2, 2, 2, true)), &t(20));
+        let ready = get_condition(&s.conditions, ConditionType::Ready).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Savepointing")
+        );
+        let p = get_condition(&s.conditions, ConditionType::Progressing).unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", "Savepointing")
+        );
+        assert!(p.message.contains("1/2 parts"));
+        assert_eq!(
+            s.running_replicas,
+            Some(2),
+            "the flow's fields come from the decision"
+        );
+    }
+
+    #[test]
+    fn a_held_change_is_not_progressing_and_degrades_while_the_job_runs() {
+        let se = example("minimal.yaml");
+        let mut d = applied("h1");
+        let why = Note {
+            reason: "SavepointsNotConfigured",
+            message: "rescaling from 2 to 3 replicas ... spec.savepoints is not set".into(),
+        };
+        d.report.held = Some(why.clone());
+        d.report.degraded = Some(why);
+        d.report.savepoint_ready = Some((
+            false,
+            Note {
+                reason: "SavepointFailed",
+                message: "replica 1 failed".into(),
+            },
+        ));
+        let s = compute(&se, None, &d, Some(&sts(2, 2, 2, true)), &t(20));
+        assert!(
+            is_true(&s.conditions, ConditionType::Ready),
+            "the old job still runs"
+        );
+        let p = get_condition(&s.conditions, ConditionType::Progressing).unwrap();
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("False", "SavepointsNotConfigured")
+        );
+        let g = get_condition(&s.conditions, ConditionType::Degraded).unwrap();
+        assert_eq!(
+            (g.status.as_str(), g.reason.as_str()),
+            ("True", "SavepointsNotConfigured")
+        );
+        let sp = get_condition(&s.conditions, ConditionType::SavepointReady).unwrap();
+        assert_eq!(
+            (sp.status.as_str(), sp.reason.as_str()),
+            ("False", "SavepointFailed")
+        );
     }
 }

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tributary_crds::control::CONTROL_SECRET_KEY;
 use tributary_crds::job_config::{
     ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, OPENSEARCH_CA_DIR, OPENSEARCH_CA_FILE, STATE_DIR, env,
 };
@@ -27,6 +28,9 @@ use super::{BuildInputs, names};
 
 /// Annotation on the pod template carrying the configuration hash: a new hash rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "tributary.dev/config-hash";
+/// Annotation on the pod template carrying the state id: a new state rolls the pods (the job
+/// configuration in the ConfigMap is only read at start).
+pub const STATE_ID_ANNOTATION: &str = "tributary.dev/state-id";
 pub const CONTAINER_NAME: &str = "runtime";
 pub const STATE_VOLUME: &str = "state";
 const CONFIG_VOLUME: &str = "config";
@@ -35,21 +39,20 @@ const OPENSEARCH_CA_VOLUME: &str = "opensearch-ca";
 /// The runtime image's non-root user.
 const RUN_AS_USER: i64 = 65532;
 
+/// The StatefulSet, without the annotations [`annotate`] adds once the hash is known.
 pub fn build(
     se: &StreamingEnrichment,
     name: &str,
     namespace: &str,
     owner: &OwnerReference,
     inputs: &BuildInputs,
-    config_hash: &str,
 ) -> StatefulSet {
     let spec = &se.spec;
     let overrides = spec.pod_overrides.clone().unwrap_or_default();
 
     let mut pod_labels = overrides.labels.clone();
     pod_labels.extend(common_labels(name, "job"));
-    let mut pod_annotations = overrides.annotations.clone();
-    pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+    let pod_annotations = overrides.annotations.clone();
 
     StatefulSet {
         metadata: child_meta(names::statefulset(name), namespace, name, "job", owner),
@@ -103,7 +106,7 @@ pub fn build(
                         }),
                         ..Default::default()
                     }),
-                    containers: vec![container(se, inputs)],
+                    containers: vec![container(se, name, inputs)],
                     volumes: Some(volumes(se, name)),
                     ..Default::default()
                 }),
@@ -134,7 +137,25 @@ pub fn build(
     }
 }
 
-fn container(se: &StreamingEnrichment, inputs: &BuildInputs) -> Container {
+/// Put the configuration hash and the state id on the pod template: either changing rolls the
+/// pods.
+pub fn annotate(sts: &mut StatefulSet, config_hash: &str, state_id: &str) {
+    let Some(spec) = sts.spec.as_mut() else {
+        return;
+    };
+    let annotations = spec
+        .template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+    if !state_id.is_empty() {
+        annotations.insert(STATE_ID_ANNOTATION.to_string(), state_id.to_string());
+    }
+}
+
+fn container(se: &StreamingEnrichment, name: &str, inputs: &BuildInputs) -> Container {
     let spec = &se.spec;
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -159,7 +180,7 @@ fn container(se: &StreamingEnrichment, inputs: &BuildInputs) -> Container {
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
-        env: Some(env_vars(se)),
+        env: Some(env_vars(se, name)),
         ports: Some(vec![ContainerPort {
             name: Some(ADMIN_PORT_NAME.into()),
             container_port: i32::from(ADMIN_PORT),
@@ -293,10 +314,25 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
-fn env_vars(se: &StreamingEnrichment) -> Vec<EnvVar> {
+fn env_vars(se: &StreamingEnrichment, name: &str) -> Vec<EnvVar> {
     let mut vars = vec![
         field_env(env::POD_NAME, "metadata.name"),
         field_env(env::POD_IP, "status.podIP"),
+        // Optional: without a control key the operator writes no Secret, and the pods run
+        // without a token (refusing every control request) instead of waiting for one. The
+        // template is the same with or without a key, so configuring one rolls nothing.
+        EnvVar {
+            name: env::CONTROL_TOKEN.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: names::control_secret(name),
+                    key: CONTROL_SECRET_KEY.into(),
+                    optional: Some(true),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     ];
     if let Some(creds) = &se.spec.aws.credentials {
         vars.push(secret_env(env::AWS_ACCESS_KEY_ID, &creds.access_key_id));
