@@ -14,7 +14,7 @@ use std::process::Command;
 use anyhow::Result;
 use clap::Subcommand;
 
-use crate::stack::{Ctx, run_checked};
+use crate::stack::Ctx;
 
 #[derive(Subcommand)]
 pub enum What {
@@ -24,30 +24,36 @@ pub enum What {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Savepoint write and restore time and size for a large state on the local stack's S3
+    /// (`job-runtime/examples/savepoint_bench.rs`; needs `cargo xtask stack up`).
+    Savepoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Optimise the workspace crates of the benchmark inside the dev profile.
 const OPTIMISED: [&str; 2] = ["tributary-runtime", "tributary-crds"];
 
 pub fn run(ctx: &Ctx, what: What) -> Result<()> {
-    match what {
-        What::Engine { args } => {
-            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            cmd.current_dir(&ctx.repo).arg("run");
-            for krate in OPTIMISED {
-                for setting in [
-                    "opt-level=3",
-                    "codegen-units=1",
-                    "debug-assertions=false",
-                    "overflow-checks=false",
-                ] {
-                    cmd.arg("--config")
-                        .arg(format!("profile.dev.package.{krate}.{setting}"));
-                }
-            }
-            cmd.args(["-p", "tributary-runtime", "--example", "engine_bench", "--"])
-                .args(args);
-            run_checked(&mut cmd)
+    let (example, args) = match what {
+        What::Engine { args } => ("engine_bench", args),
+        What::Savepoint { args } => ("savepoint_bench", args),
+    };
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&ctx.repo).arg("run");
+    for krate in OPTIMISED {
+        for setting in [
+            "opt-level=3",
+            "codegen-units=1",
+            "debug-assertions=false",
+            "overflow-checks=false",
+        ] {
+            cmd.arg("--config")
+                .arg(format!("profile.dev.package.{krate}.{setting}"));
         }
     }
+    cmd.args(["-p", "tributary-runtime", "--example", example, "--"])
+        .args(args);
+    crate::heartbeat::cargo("bench", &format!("cargo run {example}"), &mut cmd)
 }

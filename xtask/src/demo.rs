@@ -1,7 +1,10 @@
 //! `cargo xtask demo`: the README's first command. The whole path on the local stack:
 //! stack up (with the node agent), build, `helm install` the operator, generate data into
 //! Kinesis and S3, apply `examples/local.yaml`, wait until every expected document is in
-//! OpenSearch, then print counts, one document and where to look further.
+//! OpenSearch, then print what the job made (`report.rs`): counts, one document, an
+//! aggregation, the Parquet files, dead letters by reason and where to look further.
+
+mod report;
 
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::heartbeat::{self, Heartbeat};
 use crate::stack::{self, Ctx};
 
 const NAMESPACE: &str = "analytics";
@@ -58,6 +62,7 @@ fn reset(ctx: &Ctx, env: &[(String, String)]) -> Result<()> {
     let kubectl = var(env, "KUBECTL")?;
     let helm = var(env, "HELM")?;
     let kubeconfig = var(env, "KUBECONFIG")?;
+    let _beat = Heartbeat::start("demo", "removing the previous demo", None);
     let _ = Command::new(&helm)
         .env("KUBECONFIG", &kubeconfig)
         .args([
@@ -115,17 +120,109 @@ fn reset(ctx: &Ctx, env: &[(String, String)]) -> Result<()> {
             &format!("{os}/ara-*"),
         ])
         .status();
+    // Prometheus stops scraping the previous job's pod.
+    if let Ok(dir) = var(env, "PROMETHEUS_FILE_SD_DIR") {
+        let _ = std::fs::remove_file(Path::new(&dir).join(FILE_SD_NAME));
+    }
     // The streams' deletion is asynchronous in kinesis-mock.
     std::thread::sleep(Duration::from_secs(2));
     Ok(())
 }
 
-/// A sample of the job pod's metrics (`0` when absent).
-fn job_metric(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+/// The pods of `namespace` with their phase and, for a container not running, its reason:
+/// `tributary-6b55-9tllk Pending (operator: ImageNotMapped)`.
+fn pod_status(kubectl: &str, kubeconfig: &str, namespace: &str) -> Option<String> {
+    let out = Command::new(kubectl)
+        .env("KUBECONFIG", kubeconfig)
+        .args(["-n", namespace, "get", "pods", "-o", "json"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let pods: Vec<String> = v["items"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            let waiting: Vec<String> = p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| {
+                    let reason = c["state"]["waiting"]["reason"].as_str()?;
+                    Some(format!("{}: {reason}", c["name"].as_str().unwrap_or("?")))
+                })
+                .collect();
+            let mut s = format!(
+                "{} {}",
+                p["metadata"]["name"].as_str().unwrap_or("?"),
+                p["status"]["phase"].as_str().unwrap_or("?")
+            );
+            if !waiting.is_empty() {
+                s.push_str(&format!(" ({})", waiting.join(", ")));
+            }
+            s
+        })
+        .collect();
+    Some(if pods.is_empty() {
+        "no pod yet".to_string()
+    } else {
+        format!("pods: {}", pods.join("; "))
+    })
+}
+
+/// The file the node agent runs for `binary`: the first of its search path that has it.
+fn resolve_in(search: &str, binary: &str) -> Option<std::path::PathBuf> {
+    search
+        .split(':')
+        .map(|d| Path::new(d).join(binary))
+        .find(|p| p.is_file())
+}
+
+/// Fail at once when the running node agent would not run the binaries just built (it was
+/// started from another target folder): helm would otherwise wait minutes for a pod that stays
+/// `ImageNotMapped`, or the demo would run an older build.
+fn check_agent_runs_this_build(ctx: &Ctx, built: &Path) -> Result<()> {
+    let Some(search) = stack::node_agent_bin_path(ctx) else {
+        return Ok(());
+    };
+    for binary in ["tributary-operator", "tributary-runtime"] {
+        let ours = built.join(binary);
+        let theirs = resolve_in(&search, binary);
+        let same = theirs
+            .as_ref()
+            .and_then(|t| t.canonicalize().ok())
+            .is_some_and(|t| ours.canonicalize().is_ok_and(|o| o == t));
+        if !same {
+            let what = match &theirs {
+                Some(t) => format!("would run {} instead", t.display()),
+                None => format!("finds no {binary} there"),
+            };
+            bail!(
+                "the running node agent would not run the binaries just built: it looks for them \
+                 in {search} and {what} (this build wrote {}). It was started from another \
+                 target folder; restart the stack with this CARGO_TARGET_DIR: cargo xtask stack \
+                 down && cargo xtask stack up",
+                ours.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The demo's file in Prometheus's `file_sd` folder.
+const FILE_SD_NAME: &str = "tributary-demo.json";
+
+/// Make Prometheus scrape the job's pod (file-based discovery, re-read within seconds).
+fn register_with_prometheus(env: &[(String, String)], pod_ip: &str) {
+    let Ok(dir) = var(env, "PROMETHEUS_FILE_SD_DIR") else {
+        return;
+    };
+    let body = report::file_sd_target(pod_ip, NAMESPACE, "sales-0").to_string();
+    let path = Path::new(&dir).join(FILE_SD_NAME);
+    // Written aside and renamed: Prometheus never reads half a file.
+    let tmp = path.with_extension("json.tmp");
+    if std::fs::write(&tmp, body).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
 }
 
 pub fn run_demo(ctx: &Ctx) -> Result<()> {
@@ -148,10 +245,15 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
     reset(ctx, &env)?;
 
     step(3, "build the operator, the runtime and the generator");
+    println!(
+        "  (on a cold cache RocksDB's C++ alone takes about 25 minutes here; a line every 30 s \
+         says what compiles)"
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(&ctx.repo)
-        .args([
+    heartbeat::cargo(
+        "demo",
+        "cargo build",
+        Command::new(&cargo).current_dir(&ctx.repo).args([
             "build",
             "--bin",
             "tributary-operator",
@@ -159,17 +261,27 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
             "tributary-runtime",
             "--bin",
             "tributary-gen",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
+        ]),
+    )
+    .context("cargo build failed")?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| ctx.repo.join("target"));
+    check_agent_runs_this_build(ctx, &target.join("debug"))?;
 
     step(
         4,
         "helm install the operator (its pod runs on the node agent)",
     );
     let chart = ctx.repo.join("charts/tributary");
+    let beat = {
+        let (kubectl, kubeconfig) = (kubectl.clone(), kubeconfig.clone());
+        Heartbeat::with_detail(
+            "demo",
+            "helm install (waits until the operator pod is ready)",
+            move || pod_status(&kubectl, &kubeconfig, OPERATOR_NAMESPACE),
+        )
+    };
     run(
         Command::new(&helm)
             .env("KUBECONFIG", &kubeconfig)
@@ -187,6 +299,7 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
             ]),
         "helm install",
     )?;
+    drop(beat);
     println!("  operator ready in namespace {OPERATOR_NAMESPACE}");
 
     step(
@@ -195,9 +308,6 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
     );
     let oracle = ctx.home.join("demo/oracle.jsonl");
     std::fs::create_dir_all(oracle.parent().unwrap_or(Path::new(".")))?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| ctx.repo.join("target"));
     let gen_bin = target.join("debug/tributary-gen");
     let mut gen_cmd = Command::new(&gen_bin);
     for (k, v) in &env {
@@ -276,7 +386,31 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
     );
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last = 0;
-    loop {
+    let mut last_print = Instant::now();
+    let mut pod_ip = String::new();
+    let pod_field = |path: &str| -> String {
+        k(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "pod",
+            "sales-0",
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+    };
+    let searchable_secs = loop {
+        if pod_ip.is_empty() {
+            pod_ip = pod_field(".status.podIP");
+            if !pod_ip.is_empty() {
+                register_with_prometheus(&env, &pod_ip);
+                println!(
+                    "  pod sales-0 runs at {pod_ip}; Prometheus scrapes its metrics from now on"
+                );
+            }
+        }
         let count = curl(&format!("{os}/ara-*/_count"), None)
             .ok()
             .and_then(|v| v["count"].as_u64())
@@ -284,6 +418,19 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
         if count != last {
             println!("  {count} / {expected} documents");
             last = count;
+            last_print = Instant::now();
+        } else if last_print.elapsed() > heartbeat::INTERVAL {
+            let phase = pod_field(".status.phase");
+            println!(
+                "  {count} / {expected} documents after {}; pod sales-0: {}",
+                heartbeat::elapsed(applied.elapsed()),
+                if phase.is_empty() {
+                    "not created yet"
+                } else {
+                    &phase
+                }
+            );
+            last_print = Instant::now();
         }
         if count >= expected as u64 {
             let secs = applied.elapsed().as_secs_f64();
@@ -291,7 +438,7 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
                 "  all {expected} documents searchable {secs:.1}s after the apply (pod start included): {:.0} documents/s",
                 expected as f64 / secs
             );
-            break;
+            break secs;
         }
         if Instant::now() > deadline {
             bail!(
@@ -300,68 +447,61 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
             );
         }
         std::thread::sleep(Duration::from_secs(2));
-    }
+    };
 
     println!("  waiting for the Parquet files in S3 (the S3 sink rolls every 10 s)");
-    let pod_ip = String::from_utf8_lossy(
-        &k(&[
-            "-n",
-            NAMESPACE,
-            "get",
-            "pod",
-            "sales-0",
-            "-o",
-            "jsonpath={.status.podIP}",
-        ])?
-        .stdout,
-    )
-    .into_owned();
+    if pod_ip.is_empty() {
+        pod_ip = pod_field(".status.podIP");
+    }
     let metrics_url = format!("http://{pod_ip}:9249/metrics");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(120);
+    let mut last_print = Instant::now();
     let metrics = loop {
         let out = Command::new("curl").args(["-sf", &metrics_url]).output()?;
         let m = String::from_utf8_lossy(&out.stdout).into_owned();
-        let s3 = job_metric(&m, "tributary_sink_delivered_total{sink=\"s3\"}");
-        let os = job_metric(&m, "tributary_sink_delivered_total{sink=\"opensearch\"}");
-        if s3 > 0.0 && s3 >= os && job_metric(&m, "tributary_outbox_lag") == 0.0 {
+        let s3 = report::sample(&m, "tributary_sink_delivered_total{sink=\"s3\"}");
+        let os = report::sample(&m, "tributary_sink_delivered_total{sink=\"opensearch\"}");
+        if s3 > 0.0 && s3 >= os && report::sample(&m, "tributary_outbox_lag") == 0.0 {
             break m;
         }
         if Instant::now() > deadline {
             bail!("the S3 sink did not catch up within 2 minutes; metrics: {metrics_url}");
         }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            println!(
+                "  the S3 sink has delivered {s3} of {os} documents ({})",
+                heartbeat::elapsed(waited.elapsed())
+            );
+            last_print = Instant::now();
+        }
         std::thread::sleep(Duration::from_secs(2));
     };
 
-    step(8, "done");
-    let dead: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("tributary_dead_letters_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    println!(
-        "Counts (from the job's /metrics at {metrics_url}):\n  documents committed   {}\n  outbox entries through OpenSearch {}\n  outbox entries through the S3 sink {} (Parquet under s3://ara/curated/ara-web-sale/<day>/)\n  dead-letter records   {dead} (s3://ara/dead-letter/records/)\n  job CPU seconds       {:.1}\n  job peak RSS          {:.0} MiB",
-        job_metric(&metrics, "tributary_documents_out_total"),
-        job_metric(
-            &metrics,
-            "tributary_sink_delivered_total{sink=\"opensearch\"}"
+    step(
+        8,
+        &format!(
+            "done in {}: what the job made",
+            heartbeat::elapsed(started.elapsed())
         ),
-        job_metric(&metrics, "tributary_sink_delivered_total{sink=\"s3\"}"),
-        job_metric(&metrics, "process_cpu_seconds_total"),
-        job_metric(&metrics, "tributary_process_peak_rss_bytes") / 1048576.0,
     );
-    let se = k(&["-n", NAMESPACE, "get", "se"])?;
-    println!("{}", String::from_utf8_lossy(&se.stdout));
-    let one = curl(&format!("{os}/ara-*/_search?size=1"), None)?;
-    println!(
-        "One enriched document:\n{}",
-        serde_json::to_string_pretty(&one["hits"]["hits"][0]["_source"])?
-    );
-    println!(
-        "\n{expected} documents in {:.0?}. Look further:\n  set -a; . {}; set +a\n  $KUBECTL -n {NAMESPACE} get se,sts,pods\n  curl -s \"$OPENSEARCH_URL/ara-*/_search?q=bill_customer.last_name:Smith&size=3\"\n  curl -s \"$OPENSEARCH_URL/ara-*/_count\"\n  job pod logs: {}\n  the expected documents: {}\nStop everything with `cargo xtask stack down`.",
-        started.elapsed(),
-        stack::env_path(ctx).display(),
-        ctx.home.join("agent/pods").display(),
-        oracle.display()
-    );
+    let resource = k(&["-n", NAMESPACE, "get", "se"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let env_file = stack::env_path(ctx);
+    report::print(&report::Inputs {
+        home: &ctx.home,
+        opensearch: &os,
+        prometheus: var(&env, "PROMETHEUS_URL").ok().as_deref(),
+        expected,
+        oracle: &oracle,
+        metrics: &metrics,
+        metrics_url: &metrics_url,
+        searchable_secs,
+        resource,
+        env_file: &env_file,
+        namespace: NAMESPACE,
+    });
+    println!("\nStop everything with `cargo xtask stack down`.");
     Ok(())
 }

@@ -51,7 +51,8 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<()> {
         Err(_) => eprintln!("no stack.env: endpoints and credentials come from the environment"),
     }
     // Not `run_checked`: its error shows the command with its environment (the secrets).
-    let status = cmd.status().context("running cargo")?;
+    let child = cmd.spawn().context("running cargo")?;
+    let status = crate::heartbeat::wait_cargo("gen", "cargo run tributary-gen", child)?;
     if !status.success() {
         bail!("tributary-gen failed ({status})");
     }

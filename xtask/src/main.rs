@@ -5,6 +5,9 @@ mod bench;
 mod demo;
 mod r#gen;
 mod generate;
+mod heartbeat;
+mod parquet_rows;
+mod prereqs;
 mod stack;
 mod test;
 
@@ -60,9 +63,14 @@ enum StackAction {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let ctx = stack::Ctx::from_env()?;
+    // Every prerequisite of the command first, before any build or download.
+    use prereqs::{Needs, ensure};
     match cli.cmd {
         Cmd::Stack { action } => match action {
-            StackAction::Up => stack::up(&ctx),
+            StackAction::Up => {
+                ensure(&ctx, Needs::STACK, "stack up")?;
+                stack::up(&ctx)
+            }
             StackAction::Down => stack::down(&ctx),
             StackAction::Status => {
                 if !stack::status(&ctx)? {
@@ -71,11 +79,23 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
-        Cmd::Demo => demo::run_demo(&ctx),
-        Cmd::Test { keep_stack } => test::run(&ctx, keep_stack),
+        Cmd::Demo => {
+            ensure(&ctx, Needs::DEMO, "demo")?;
+            demo::run_demo(&ctx)
+        }
+        Cmd::Test { keep_stack } => {
+            ensure(&ctx, Needs::TEST, "test")?;
+            test::run(&ctx, keep_stack)
+        }
         Cmd::Generate => generate::run(&ctx),
-        Cmd::Gen(args) => r#gen::run(&ctx, args),
-        Cmd::Bench { what } => bench::run(&ctx, what),
+        Cmd::Gen(args) => {
+            ensure(&ctx, Needs::BUILD, "gen")?;
+            r#gen::run(&ctx, args)
+        }
+        Cmd::Bench { what } => {
+            ensure(&ctx, Needs::BUILD, "bench")?;
+            bench::run(&ctx, what)
+        }
         Cmd::NodeAgent(args) => agent::run(&ctx, args),
     }
 }

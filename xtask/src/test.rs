@@ -7,12 +7,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::stack::{self, Ctx, progress, run_checked};
+use crate::heartbeat::{self, Heartbeat};
+use crate::stack::{self, Ctx, progress};
 
+/// One step: its command's output as it comes, with a heartbeat line every 30 s (what cargo is
+/// compiling) while it runs.
 fn step(name: &str, cmd: &mut Command) -> Result<()> {
     let start = Instant::now();
     eprintln!("\n== {name}");
-    let r = run_checked(cmd);
+    let r = heartbeat::cargo("test", name, cmd);
     eprintln!(
         "== {name}: {} in {:.0}s",
         if r.is_ok() { "ok" } else { "FAILED" },
@@ -103,6 +106,9 @@ fn cargo_test(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
     let start = Instant::now();
     eprintln!("\n== tests");
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+    // The test binaries' output comes at each test's end: the heartbeat names the binary that
+    // runs (and what compiles before them).
+    let beat = Heartbeat::cargo("test", "tests", child.id());
     if let Some(out) = child.stdout.take() {
         let mut stdout = std::io::stdout().lock();
         for line in BufReader::new(out).lines() {
@@ -112,6 +118,7 @@ fn cargo_test(cmd: &mut Command, totals: &mut Totals) -> Result<()> {
         }
     }
     let status = child.wait()?;
+    drop(beat);
     eprintln!(
         "== tests: {} in {:.0}s",
         if status.success() { "ok" } else { "FAILED" },

@@ -4,26 +4,39 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use super::{Ctx, installed, progress, require_tool};
 
 /// The Go toolchain: `$GO`, else `go` on PATH, else the usual /usr/local/go install.
-fn go_tool() -> Result<PathBuf> {
+pub fn find_go() -> Option<PathBuf> {
     if let Some(go) = std::env::var_os("GO") {
-        return Ok(PathBuf::from(go));
+        return Some(PathBuf::from(go));
     }
-    let fallback = Path::new("/usr/local/go/bin/go");
-    if require_tool("go", "").is_err() && fallback.exists() {
-        return Ok(fallback.to_path_buf());
+    crate::prereqs::on_path("go").or_else(|| {
+        let fallback = Path::new("/usr/local/go/bin/go");
+        fallback.exists().then(|| fallback.to_path_buf())
+    })
+}
+
+fn go_tool() -> Result<PathBuf> {
+    if let Some(go) = find_go() {
+        return Ok(go);
     }
     require_tool(
         "go",
         "Go 1.26 or newer (https://go.dev/doc/install), or set GO=/path/to/go",
     )?;
     Ok(PathBuf::from("go"))
+}
+
+/// Whether every `(name, version)` of `binaries` is built (else a Go toolchain is needed).
+pub(super) fn all_built(ctx: &Ctx, binaries: &[(&str, &str)]) -> bool {
+    binaries
+        .iter()
+        .all(|(name, version)| built(ctx, name, version))
 }
 
 /// Whether `<bin>/<name>` exists and its `<name>.version` marker holds `version`.
@@ -58,7 +71,7 @@ pub(super) fn go_build(
             module_dir.display()
         ));
         let start = Instant::now();
-        let mut child = Command::new(&go)
+        let child = Command::new(&go)
             .current_dir(&module_dir)
             .args([
                 "build",
@@ -72,20 +85,8 @@ pub(super) fn go_build(
             .arg(pkg)
             .spawn()
             .with_context(|| format!("running {} build {pkg}", go.display()))?;
-        let mut last = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if last.elapsed() > Duration::from_secs(60) {
-                progress(&format!(
-                    "still building {name} ({:.0} min)",
-                    start.elapsed().as_secs_f64() / 60.0
-                ));
-                last = Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        };
+        // Go prints nothing while it compiles; the heartbeat names the packages it is on.
+        let status = crate::heartbeat::wait("stack", &format!("go build {name}"), child)?;
         if !status.success() {
             bail!(
                 "go build {pkg} (in {}) failed with {status}",

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Component, Ctx, installed, progress, require_tool, run_checked};
+use super::{Component, Ctx, installed, progress, require_tool};
+use crate::prereqs::Toolchain;
 
 pub const KINESIS_MOCK_PORT: u16 = 4568;
 /// kinesis-mock refuses to start without a TLS port; nothing uses it.
@@ -71,6 +72,15 @@ fn package_dir(ctx: &Ctx, package: &str) -> PathBuf {
 
 fn endpoint(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
+}
+
+/// Whether the servers are installed from the lock file in the checkout.
+fn up_to_date(ctx: &Ctx) -> bool {
+    let lock = std::fs::read(ctx.repo.join("xtask/npm/package-lock.json")).unwrap_or_default();
+    !lock.is_empty()
+        && std::fs::read(lock_marker(ctx)).is_ok_and(|m| m == lock)
+        && installed(&package_dir(ctx, "kinesis-local").join("main.js"))
+        && installed(&package_dir(ctx, "kinesalite").join("cli.js"))
 }
 
 /// A signed `ListStreams` (both servers reject unsigned requests) answering 200.
@@ -128,10 +138,7 @@ impl Component for Kinesis {
         let dir = npm_dir(ctx);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(preload_path(ctx), LOOPBACK_PRELOAD)?;
-        let up_to_date = std::fs::read(lock_marker(ctx)).is_ok_and(|m| m == lock)
-            && installed(&package_dir(ctx, "kinesis-local").join("main.js"))
-            && installed(&package_dir(ctx, "kinesalite").join("cli.js"));
-        if up_to_date {
+        if up_to_date(ctx) {
             progress("kinesis-mock and kinesalite already installed");
             return Ok(());
         }
@@ -147,12 +154,16 @@ impl Component for Kinesis {
         let start = Instant::now();
         // No install scripts: kinesis-local is plain JavaScript, and kinesalite's optional
         // leveldown ships prebuilt binaries that node-gyp-build finds at run time.
-        run_checked(Command::new("npm").current_dir(&dir).args([
-            "ci",
-            "--ignore-scripts",
-            "--no-audit",
-            "--no-fund",
-        ]))?;
+        crate::heartbeat::run(
+            "stack",
+            "npm ci",
+            Command::new("npm").current_dir(&dir).args([
+                "ci",
+                "--ignore-scripts",
+                "--no-audit",
+                "--no-fund",
+            ]),
+        )?;
         // The marker holds the lock it was installed from: a changed lock reinstalls.
         std::fs::write(lock_marker(ctx), &lock)?;
         progress(&format!(
@@ -210,6 +221,14 @@ impl Component for Kinesis {
             && ctx.is_running("kinesalite")
             && list_streams_ok(KINESIS_MOCK_PORT)
             && list_streams_ok(KINESALITE_PORT)
+    }
+
+    fn toolchains(&self, ctx: &Ctx) -> Vec<Toolchain> {
+        if up_to_date(ctx) {
+            vec![Toolchain::Node]
+        } else {
+            vec![Toolchain::Node, Toolchain::Npm]
+        }
     }
 
     fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {

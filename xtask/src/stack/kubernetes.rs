@@ -19,8 +19,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::go::go_build;
+use super::go::{all_built, go_build};
 use super::{Component, Ctx, installed, progress, require_tool};
+use crate::prereqs::Toolchain;
 
 /// `k8s.io/kubernetes` version pinned in `xtask/go/kubernetes/go.mod` (staging modules at v0.36.3).
 pub const KUBERNETES_VERSION: &str = "v1.36.3";
@@ -121,6 +122,19 @@ impl Component for Kubernetes {
             dir: data.join("pki"),
         };
         etcd_ready() && apiserver_ready(&pki) && kcm_ready(&pki)
+    }
+
+    fn toolchains(&self, ctx: &Ctx) -> Vec<Toolchain> {
+        let binaries = [
+            (ETCD, ETCD_VERSION),
+            (APISERVER, KUBERNETES_VERSION),
+            (KCM, KUBERNETES_VERSION),
+        ];
+        if all_built(ctx, &binaries) {
+            Vec::new()
+        } else {
+            vec![Toolchain::Go]
+        }
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {

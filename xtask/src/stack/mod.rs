@@ -22,8 +22,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub use go::find_go;
 pub use kubernetes::{KUBERNETES_VERSION, kubeconfig_path};
+pub use node_agent::running_bin_path as node_agent_bin_path;
 pub use process::{require_tool, run_checked};
+pub use prometheus::PORT as PROMETHEUS_PORT;
+
+use crate::prereqs::Toolchain;
 
 /// Where the stack keeps binaries, data, logs and pid files; shared by every clone on the machine.
 pub struct Ctx {
@@ -151,6 +156,11 @@ pub trait Component {
     fn ready(&self, ctx: &Ctx) -> bool;
     /// Variables this component contributes to `stack.env` (endpoints, paths, credentials).
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)>;
+    /// The toolchains `install` and `start` would run on this machine now: a build tool only
+    /// while what it builds or fetches is not installed yet (checked by `prereqs`).
+    fn toolchains(&self, _ctx: &Ctx) -> Vec<Toolchain> {
+        Vec::new()
+    }
 }
 
 /// Print one line of progress, flushed, so long steps are visible in CI logs.
@@ -173,6 +183,14 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(opensearch_secure::OpenSearchSecure),
         Box::new(prometheus::Prometheus),
     ]
+}
+
+/// The toolchains `up` would run on this machine now (see [`Component::toolchains`]).
+pub fn toolchains(ctx: &Ctx) -> std::collections::BTreeSet<Toolchain> {
+    components()
+        .iter()
+        .flat_map(|c| c.toolchains(ctx))
+        .collect()
 }
 
 pub fn up(ctx: &Ctx) -> Result<()> {

@@ -14,6 +14,19 @@ const PROCESS: &str = "node-agent";
 
 pub struct NodeAgent;
 
+/// The `--bin-path` the running node agent was started with (it may have been started from
+/// another target folder than the caller's build).
+pub fn running_bin_path(ctx: &Ctx) -> Option<String> {
+    let pid = super::process::recorded_pid(ctx, PROCESS)?;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let i = args.iter().position(|a| a == "--bin-path")?;
+    args.get(i + 1).cloned()
+}
+
 fn node_ready(ctx: &Ctx) -> bool {
     Command::new(ctx.bin_dir().join("kubectl"))
         .env("KUBECONFIG", super::kubeconfig_path(ctx))

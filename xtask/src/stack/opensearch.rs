@@ -40,6 +40,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::{Component, Ctx, installed, progress, require_tool, run_checked};
+use crate::prereqs::Toolchain;
 
 /// One OpenSearch install: a core version, the modules laid out for it and opensearch-security.
 /// `install` makes it from `xtask/maven/<name>/` (pom.xml and checksums) into
@@ -191,6 +192,21 @@ fn marker_content(dist: &Dist) -> String {
     )
 }
 
+/// Whether `dist` is installed as pinned (else `install` runs Maven and the JDK's `jar`).
+pub(super) fn is_installed(ctx: &Ctx, dist: &Dist) -> bool {
+    let marker = marker_path(ctx, dist);
+    installed(&marker) && std::fs::read_to_string(&marker).is_ok_and(|m| m == marker_content(dist))
+}
+
+/// The toolchains running `dist` needs now: Java, and Maven with a JDK while it is not installed.
+pub(super) fn toolchains(ctx: &Ctx, dist: &Dist) -> Vec<Toolchain> {
+    if is_installed(ctx, dist) {
+        vec![Toolchain::Java]
+    } else {
+        vec![Toolchain::Jdk, Toolchain::Maven]
+    }
+}
+
 fn url() -> String {
     format!("http://{HOST}:{HTTP_PORT}")
 }
@@ -274,6 +290,10 @@ impl Component for OpenSearch {
         cluster_health().is_some_and(|s| s == "green" || s == "yellow")
     }
 
+    fn toolchains(&self, ctx: &Ctx) -> Vec<Toolchain> {
+        toolchains(ctx, &PLAIN)
+    }
+
     fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {
         vec![
             ("OPENSEARCH_URL", url()),
@@ -289,7 +309,7 @@ impl Component for OpenSearch {
 pub(super) fn install(ctx: &Ctx, dist: &Dist) -> Result<()> {
     let version = dist.version;
     let marker = marker_path(ctx, dist);
-    if installed(&marker) && std::fs::read_to_string(&marker)? == marker_content(dist) {
+    if is_installed(ctx, dist) {
         return Ok(());
     }
     if ctx.is_running(dist.name) {
@@ -310,7 +330,10 @@ pub(super) fn install(ctx: &Ctx, dist: &Dist) -> Result<()> {
         dist.name
     ));
     let maven = ctx.repo.join("xtask/maven").join(dist.name);
-    run_checked(
+    // `-q` keeps Maven's per-file lines out; the heartbeat says it is still downloading.
+    crate::heartbeat::run(
+        "stack",
+        &format!("mvn (OpenSearch {version})"),
         Command::new("mvn")
             .args(["-q", "-B", "-C", "-Dstyle.color=never", "-f"])
             .arg(maven.join("pom.xml"))

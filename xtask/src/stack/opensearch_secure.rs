@@ -38,8 +38,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::opensearch::{Dist, install, install_dir, java_home, running_as_root};
+use super::opensearch::{Dist, install, install_dir, java_home, running_as_root, toolchains};
 use super::{Component, Ctx, progress, require_tool};
+use crate::prereqs::Toolchain;
 
 /// OpenSearch 2.19.4 with opensearch-security 2.19.4.0 unmodified: the newest security plugin of
 /// the 2.x line (Java 17) on Maven Central, on the core version it was built for.
@@ -325,6 +326,10 @@ impl Component for OpenSearchSecure {
             .arg(format!("{}/_plugins/_security/authinfo", url()))
             .status()
             .is_ok_and(|s| s.success())
+    }
+
+    fn toolchains(&self, ctx: &Ctx) -> Vec<Toolchain> {
+        toolchains(ctx, &DIST)
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {

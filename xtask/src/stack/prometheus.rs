@@ -1,8 +1,9 @@
 //! Prometheus: Debian's `prometheus` package (2.42 on Debian 12), not built here.
 //!
-//! `install` needs `/usr/bin/prometheus`. When it is missing, and only when running as root with
-//! `CI=true`, it runs `apt-get install` itself (and stops the service the package starts on
-//! systemd machines, which would hold the port); anywhere else it fails with the command to run.
+//! `install` needs `/usr/bin/prometheus`. The package is one of the prerequisites
+//! (`xtask/src/prereqs.rs`) that `stack up`, `demo` and `test` check first: installed there when
+//! running as root with apt-get (which also stops the service the package starts on systemd
+//! machines, since it would hold the port), else named with the command to run.
 //!
 //! The server scrapes itself and every target listed in `PROMETHEUS_FILE_SD_DIR/*.json`
 //! (file-based service discovery, re-read within seconds: later jobs add targets by writing a
@@ -11,14 +12,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::{Component, Ctx, progress, run_checked};
+use super::{Component, Ctx, progress};
 
 pub const PORT: u16 = 9090;
 const BINARY: &str = "/usr/bin/prometheus";
@@ -62,39 +62,20 @@ fn ready_ok() -> bool {
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
 impl Component for Prometheus {
     fn name(&self) -> &'static str {
         "prometheus"
     }
 
     fn install(&self, _ctx: &Ctx) -> Result<()> {
-        if Path::new(BINARY).exists() {
-            return Ok(());
-        }
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        if !(ci && is_root()) {
+        // The prerequisites check installs or names the package before any component runs.
+        if !Path::new(BINARY).exists() {
             bail!(
                 "{BINARY} is missing; install Debian's package with:\n  \
                  sudo apt-get install -y --no-install-recommends prometheus\n\
                  and, on a machine with systemd, stop the service it starts on port {PORT}:\n  \
                  sudo systemctl disable --now prometheus"
             );
-        }
-        progress("installing Debian's prometheus package (CI=true, running as root)");
-        run_checked(Command::new("apt-get").arg("update"))?;
-        run_checked(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", "prometheus"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        if Path::new("/run/systemd/system").exists() {
-            let _ = Command::new("systemctl")
-                .args(["disable", "--now", "prometheus"])
-                .status();
         }
         Ok(())
     }

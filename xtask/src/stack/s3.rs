@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::go::go_build;
+use super::go::{built, go_build};
 use super::{Component, Ctx, progress, require_tool};
+use crate::prereqs::Toolchain;
 
 /// `github.com/versity/versitygw` version pinned in `xtask/go/versitygw/go.mod`.
 pub const VERSITYGW_VERSION: &str = "v1.8.0";
@@ -105,6 +106,14 @@ impl Component for S3 {
 
     fn ready(&self, ctx: &Ctx) -> bool {
         ctx.is_running(PROCESS) && list_buckets_ok()
+    }
+
+    fn toolchains(&self, ctx: &Ctx) -> Vec<Toolchain> {
+        if built(ctx, PROCESS, VERSITYGW_VERSION) {
+            Vec::new()
+        } else {
+            vec![Toolchain::Go]
+        }
     }
 
     fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {

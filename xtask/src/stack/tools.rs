@@ -7,6 +7,7 @@ use anyhow::Result;
 use super::go::{built, go_build};
 use super::kubernetes::{KUBERNETES_VERSION, kube_ldflags};
 use super::{Component, Ctx};
+use crate::prereqs::Toolchain;
 
 /// `helm.sh/helm/v3` version pinned in `xtask/go/helm/go.mod`.
 pub const HELM_VERSION: &str = "v3.22.0";
@@ -64,6 +65,14 @@ impl Component for Tools {
 
     fn ready(&self, ctx: &Ctx) -> bool {
         built(ctx, "kubectl", KUBERNETES_VERSION) && built(ctx, "helm", HELM_VERSION)
+    }
+
+    fn toolchains(&self, ctx: &Ctx) -> Vec<Toolchain> {
+        if self.ready(ctx) {
+            Vec::new()
+        } else {
+            vec![Toolchain::Go]
+        }
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
