@@ -190,13 +190,22 @@ impl Fixture {
 
     /// Put every record, one at a time, in global arrival order (what the join relies on).
     pub async fn put_all(&self) -> Result<()> {
+        self.put_all_paced(Duration::ZERO).await
+    }
+
+    /// As [`Fixture::put_all`], pausing `pause` after every 100 records: a stream that lasts
+    /// long enough for operations (rescales) to happen while it arrives.
+    pub async fn put_all_paced(&self, pause: Duration) -> Result<()> {
         let [c, a, s] = self.streams();
         let mut all: Vec<(&str, &Record)> = Vec::new();
         all.extend(self.data.customer_records.iter().map(|r| (c.as_str(), r)));
         all.extend(self.data.address_records.iter().map(|r| (a.as_str(), r)));
         all.extend(self.data.sale_records.iter().map(|r| (s.as_str(), r)));
         all.sort_by_key(|(_, r)| r.arrival);
-        for (stream, r) in all {
+        for (n, (stream, r)) in all.into_iter().enumerate() {
+            if !pause.is_zero() && n > 0 && n % 100 == 0 {
+                tokio::time::sleep(pause).await;
+            }
             self.kinesis
                 .put_record()
                 .stream_name(stream)
