@@ -162,6 +162,61 @@ impl Fixture {
         Ok(fx)
     }
 
+    /// The fixture as a `StreamingEnrichment` named `sales` in the namespace of the fixture's
+    /// name (what the end-to-end tests apply); `extra` is more of its spec, two spaces in.
+    pub fn resource_yaml(&self, extra: &str) -> String {
+        let c = &self.config;
+        let os = &c.sinks.opensearch.spec;
+        format!(
+            r#"apiVersion: tributary.dev/v1alpha1
+kind: StreamingEnrichment
+metadata:
+  name: sales
+  namespace: {ns}
+spec:
+  replicas: 1
+{extra}  storage: {{ size: 1Gi }}
+  aws:
+    region: {region}
+    kinesisEndpoint: {kinesis}
+    s3Endpoint: {s3}
+    s3ForcePathStyle: true
+    credentials:
+      accessKeyId: {{ name: aws, key: id }}
+      secretAccessKey: {{ name: aws, key: secret }}
+  sources:
+    customers: {{ stream: {customers} }}
+    addresses: {{ stream: {addresses} }}
+    sales: {{ stream: {sales} }}
+  reference:
+    items: {{ uri: "{items}", refreshInterval: 5s }}
+    promos: {{ uri: "{promos}", refreshInterval: 5s }}
+  sinks:
+    s3: {{ uri: "{curated}", rollInterval: 2s }}
+    opensearch:
+      endpoint: {endpoint}
+      indexPrefix: {ns}
+      writeAlias: {write}
+      readAlias: {ns}-read
+      template: {{ shards: 1, replicas: 0 }}
+  deadLetter: {{ uri: "{dlq}" }}
+"#,
+            ns = self.name,
+            region = c.aws.region,
+            kinesis = c.aws.kinesis_endpoint.clone().unwrap_or_default(),
+            s3 = c.aws.s3_endpoint.clone().unwrap_or_default(),
+            customers = c.sources.customers.stream,
+            addresses = c.sources.addresses.stream,
+            sales = c.sources.sales.stream,
+            items = c.reference.items.uri,
+            promos = c.reference.promos.uri,
+            curated = c.sinks.s3.uri,
+            endpoint = os.endpoint,
+            write = os.write_alias,
+            dlq = c.dead_letter.uri,
+        )
+    }
+
     /// Delete the fixture's streams (kinesis-mock keeps them, and their shards count against
     /// its limit, until it stops). Best effort.
     pub async fn cleanup(&self) {

@@ -16,59 +16,6 @@ use tributary_tests::cluster::{helm, kubectl, repo_root};
 use tributary_tests::pipeline::{Fixture, TIMEOUT, small};
 use tributary_tests::{eventually, stack_var};
 
-fn manifest(fx: &Fixture) -> Result<String> {
-    let c = &fx.config;
-    let os = &c.sinks.opensearch.spec;
-    Ok(format!(
-        r#"apiVersion: tributary.dev/v1alpha1
-kind: StreamingEnrichment
-metadata:
-  name: sales
-  namespace: {ns}
-spec:
-  replicas: 1
-  storage: {{ size: 1Gi }}
-  aws:
-    region: {region}
-    kinesisEndpoint: {kinesis}
-    s3Endpoint: {s3}
-    s3ForcePathStyle: true
-    credentials:
-      accessKeyId: {{ name: aws, key: id }}
-      secretAccessKey: {{ name: aws, key: secret }}
-  sources:
-    customers: {{ stream: {customers} }}
-    addresses: {{ stream: {addresses} }}
-    sales: {{ stream: {sales} }}
-  reference:
-    items: {{ uri: "{items}", refreshInterval: 5s }}
-    promos: {{ uri: "{promos}", refreshInterval: 5s }}
-  sinks:
-    s3: {{ uri: "{curated}", rollInterval: 2s }}
-    opensearch:
-      endpoint: {endpoint}
-      indexPrefix: {ns}
-      writeAlias: {write}
-      readAlias: {ns}-read
-      template: {{ shards: 1, replicas: 0 }}
-  deadLetter: {{ uri: "{dlq}" }}
-"#,
-        ns = fx.name,
-        region = c.aws.region,
-        kinesis = c.aws.kinesis_endpoint.clone().unwrap_or_default(),
-        s3 = c.aws.s3_endpoint.clone().unwrap_or_default(),
-        customers = c.sources.customers.stream,
-        addresses = c.sources.addresses.stream,
-        sales = c.sources.sales.stream,
-        items = c.reference.items.uri,
-        promos = c.reference.promos.uri,
-        curated = c.sinks.s3.uri,
-        endpoint = os.endpoint,
-        write = os.write_alias,
-        dlq = c.dead_letter.uri,
-    ))
-}
-
 /// The pid of a pod's container process, from the node agent's record of the pod.
 fn container_pid(namespace: &str, pod: &str) -> Result<Option<u32>> {
     let home = std::env::var("TRIBUTARY_HOME").map_or_else(
@@ -139,7 +86,7 @@ async fn helm_install_apply_and_a_killed_runtime_give_exactly_the_oracle() -> Re
             ),
         ])?;
         let path = std::env::temp_dir().join(format!("{ns}.yaml"));
-        std::fs::write(&path, manifest(&fx)?)?;
+        std::fs::write(&path, fx.resource_yaml(""))?;
         kubectl(&["apply", "-f", &path.to_string_lossy()])?;
 
         // Data arrives while the job runs; the runtime is killed once documents flow.

@@ -61,58 +61,10 @@ fn data() -> GenConfig {
 }
 
 fn manifest(fx: &Fixture) -> String {
-    let c = &fx.config;
-    let os = &c.sinks.opensearch.spec;
-    format!(
-        r#"apiVersion: tributary.dev/v1alpha1
-kind: StreamingEnrichment
-metadata:
-  name: sales
-  namespace: {ns}
-spec:
-  replicas: 1
-  upgradeMode: LastState
-  savepoints: {{ uri: "s3://{ns}/savepoints" }}
-  storage: {{ size: 1Gi }}
-  aws:
-    region: {region}
-    kinesisEndpoint: {kinesis}
-    s3Endpoint: {s3}
-    s3ForcePathStyle: true
-    credentials:
-      accessKeyId: {{ name: aws, key: id }}
-      secretAccessKey: {{ name: aws, key: secret }}
-  sources:
-    customers: {{ stream: {customers} }}
-    addresses: {{ stream: {addresses} }}
-    sales: {{ stream: {sales} }}
-  reference:
-    items: {{ uri: "{items}", refreshInterval: 5s }}
-    promos: {{ uri: "{promos}", refreshInterval: 5s }}
-  sinks:
-    s3: {{ uri: "{curated}", rollInterval: 2s }}
-    opensearch:
-      endpoint: {endpoint}
-      indexPrefix: {ns}
-      writeAlias: {write}
-      readAlias: {ns}-read
-      template: {{ shards: 1, replicas: 0 }}
-  deadLetter: {{ uri: "{dlq}" }}
-"#,
-        ns = fx.name,
-        region = c.aws.region,
-        kinesis = c.aws.kinesis_endpoint.clone().unwrap_or_default(),
-        s3 = c.aws.s3_endpoint.clone().unwrap_or_default(),
-        customers = c.sources.customers.stream,
-        addresses = c.sources.addresses.stream,
-        sales = c.sources.sales.stream,
-        items = c.reference.items.uri,
-        promos = c.reference.promos.uri,
-        curated = c.sinks.s3.uri,
-        endpoint = os.endpoint,
-        write = os.write_alias,
-        dlq = c.dead_letter.uri,
-    )
+    fx.resource_yaml(&format!(
+        "  upgradeMode: LastState\n  savepoints: {{ uri: \"s3://{}/savepoints\" }}\n",
+        fx.name
+    ))
 }
 
 /// What the pod watch saw: the job pods by state id, in the order the state ids appeared, and
@@ -425,9 +377,11 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
         ];
         ensure!(seen == want, "job pods {seen:?}, expected {want:?}");
 
-        // Each rescale published its four steps, naming its savepoint; nothing failed. (A
-        // condition that flips publishes an event as well, sometimes under the same reason, so
-        // the events are matched by savepoint id, not counted.)
+        // The rescale published its four steps, naming its savepoint; nothing failed. Only the
+        // first rescale's are checked by id: the event recorder folds a repeated event (same
+        // reason, same object) into a series of the first one, which keeps its first message.
+        // (A condition that flips publishes an event as well, sometimes under the same reason,
+        // so the events are matched by savepoint id, not counted.)
         let steps = [
             "SavepointStarted",
             "SavepointCompleted",
@@ -440,10 +394,7 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
                 all.iter()
                     .any(|(_, r, m)| r == reason && m.contains(&format!("savepoint {id}")))
             };
-            Ok([&first, &second]
-                .iter()
-                .all(|id| steps.iter().all(|r| has(r, id)))
-                .then_some(all))
+            Ok(steps.iter().all(|r| has(r, &first)).then_some(all))
         })
         .await?;
         let reasons: Vec<&str> = published.iter().map(|(_, r, _)| r.as_str()).collect();
