@@ -217,6 +217,46 @@ spec:
         )
     }
 
+    /// As a user does it: `helm install` the operator as release `<name>` in `<name>-op`
+    /// (every namespace watched), then the namespace `<name>` with the credentials Secret the
+    /// resource names, then `kubectl apply` of [`Fixture::resource_yaml`] with `extra`.
+    pub fn install_and_apply(&self, extra: &str) -> Result<()> {
+        use crate::cluster::{helm, kubectl, repo_root};
+        let ns = &self.name;
+        let chart = repo_root().join("charts/tributary");
+        helm(&[
+            "install",
+            ns,
+            &chart.to_string_lossy(),
+            "--namespace",
+            &format!("{ns}-op"),
+            "--create-namespace",
+            "--set",
+            "logFormat=text",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])?;
+        kubectl(&["create", "namespace", ns])?;
+        kubectl(&[
+            "-n",
+            ns,
+            "create",
+            "secret",
+            "generic",
+            "aws",
+            &format!("--from-literal=id={}", stack_var("S3_ACCESS_KEY_ID")?),
+            &format!(
+                "--from-literal=secret={}",
+                stack_var("S3_SECRET_ACCESS_KEY")?
+            ),
+        ])?;
+        let path = std::env::temp_dir().join(format!("{ns}.yaml"));
+        std::fs::write(&path, self.resource_yaml(extra))?;
+        kubectl(&["apply", "-f", &path.to_string_lossy()])?;
+        Ok(())
+    }
+
     /// Delete the fixture's streams (kinesis-mock keeps them, and their shards count against
     /// its limit, until it stops). Best effort.
     pub async fn cleanup(&self) {

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use tributary_runtime::r#gen::GenConfig;
-use tributary_tests::cluster::{helm, kubectl, repo_root};
+use tributary_tests::cluster::{helm, kubectl};
+use tributary_tests::eventually;
 use tributary_tests::pipeline::{Fixture, TIMEOUT, small};
-use tributary_tests::{eventually, stack_var};
 
 /// The pid of a pod's container process, from the node agent's record of the pod.
 fn container_pid(namespace: &str, pod: &str) -> Result<Option<u32>> {
@@ -56,38 +56,8 @@ async fn helm_install_apply_and_a_killed_runtime_give_exactly_the_oracle() -> Re
     .await?;
     let ns = fx.name.clone();
     let operator_ns = format!("{ns}-op");
-    let chart = repo_root().join("charts/tributary");
     let result = async {
-        helm(&[
-            "install",
-            &ns,
-            &chart.to_string_lossy(),
-            "--namespace",
-            &operator_ns,
-            "--create-namespace",
-            "--set",
-            "logFormat=text",
-            "--wait",
-            "--timeout",
-            "3m",
-        ])?;
-        kubectl(&["create", "namespace", &ns])?;
-        kubectl(&[
-            "-n",
-            &ns,
-            "create",
-            "secret",
-            "generic",
-            "aws",
-            &format!("--from-literal=id={}", stack_var("S3_ACCESS_KEY_ID")?),
-            &format!(
-                "--from-literal=secret={}",
-                stack_var("S3_SECRET_ACCESS_KEY")?
-            ),
-        ])?;
-        let path = std::env::temp_dir().join(format!("{ns}.yaml"));
-        std::fs::write(&path, fx.resource_yaml(""))?;
-        kubectl(&["apply", "-f", &path.to_string_lossy()])?;
+        fx.install_and_apply("")?;
 
         // Data arrives while the job runs; the runtime is killed once documents flow.
         let writer = fx.put_all();

@@ -44,9 +44,9 @@ use kube::Api;
 use kube::runtime::watcher;
 use tributary_crds::{OperationPhase, StreamingEnrichment, StreamingEnrichmentStatus};
 use tributary_runtime::r#gen::GenConfig;
-use tributary_tests::cluster::{admin_client, helm, kubectl, repo_root};
+use tributary_tests::cluster::{admin_client, helm, kubectl};
+use tributary_tests::eventually;
 use tributary_tests::pipeline::{Fixture, small};
-use tributary_tests::{eventually, stack_var};
 
 const STATE_ID_ANNOTATION: &str = "tributary.dev/state-id";
 /// How long one rescale (savepoint, scale down, restore, every replica committed) may take.
@@ -60,11 +60,12 @@ fn data() -> GenConfig {
     }
 }
 
-fn manifest(fx: &Fixture) -> String {
-    fx.resource_yaml(&format!(
+/// The resource's spec beyond the fixture's: rescales need a savepoint location.
+fn savepoints(fx: &Fixture) -> String {
+    format!(
         "  upgradeMode: LastState\n  savepoints: {{ uri: \"s3://{}/savepoints\" }}\n",
         fx.name
-    ))
+    )
 }
 
 /// What the pod watch saw: the job pods by state id, in the order the state ids appeared, and
@@ -253,7 +254,6 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
     let fx = Fixture::new("rescale", &data()).await?;
     let ns = fx.name.clone();
     let operator_ns = format!("{ns}-op");
-    let chart = repo_root().join("charts/tributary");
     let client = admin_client().await?;
     let log = Arc::new(Mutex::new(PodLog::default()));
     let watch = tokio::spawn(watch_pods(
@@ -261,36 +261,7 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
         log.clone(),
     ));
     let result = async {
-        helm(&[
-            "install",
-            &ns,
-            &chart.to_string_lossy(),
-            "--namespace",
-            &operator_ns,
-            "--create-namespace",
-            "--set",
-            "logFormat=text",
-            "--wait",
-            "--timeout",
-            "3m",
-        ])?;
-        kubectl(&["create", "namespace", &ns])?;
-        kubectl(&[
-            "-n",
-            &ns,
-            "create",
-            "secret",
-            "generic",
-            "aws",
-            &format!("--from-literal=id={}", stack_var("S3_ACCESS_KEY_ID")?),
-            &format!(
-                "--from-literal=secret={}",
-                stack_var("S3_SECRET_ACCESS_KEY")?
-            ),
-        ])?;
-        let path = std::env::temp_dir().join(format!("{ns}.yaml"));
-        std::fs::write(&path, manifest(&fx))?;
-        kubectl(&["apply", "-f", &path.to_string_lossy()])?;
+        fx.install_and_apply(&savepoints(&fx))?;
         let se: Api<StreamingEnrichment> = Api::namespaced(client.clone(), &ns);
         let expected = fx.data.expected.len() as u64;
 
