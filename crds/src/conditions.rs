@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// Condition types a `StreamingEnrichment` carries. Later features add their own here.
+/// Condition types a `StreamingEnrichment` carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConditionType {
     /// The job runs with every replica ready on the current configuration.
@@ -16,8 +16,10 @@ pub enum ConditionType {
     IndexTemplateReady,
     /// The latest savepoint completed.
     SavepointReady,
-    /// Every source stream exists and is readable.
+    /// Every source stream exists and is readable (the operator's look and the replicas').
     SourcesHealthy,
+    /// Every replica's sinks deliver (OpenSearch, the S3 Parquet files, the dead letters).
+    SinksHealthy,
 }
 
 impl ConditionType {
@@ -29,7 +31,33 @@ impl ConditionType {
             Self::IndexTemplateReady => "IndexTemplateReady",
             Self::SavepointReady => "SavepointReady",
             Self::SourcesHealthy => "SourcesHealthy",
+            Self::SinksHealthy => "SinksHealthy",
         }
+    }
+}
+
+/// A condition's status: `Unknown` when the operator could not find out (for example, it may not
+/// read the credentials it would need to look).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b { Self::True } else { Self::False }
     }
 }
 
@@ -37,7 +65,7 @@ impl ConditionType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionUpdate {
     pub type_: ConditionType,
-    pub status: bool,
+    pub status: ConditionStatus,
     /// CamelCase, machine-readable (`InvalidSpec`, `RollingUpdate`, `Running`).
     pub reason: String,
     /// For humans; never secrets.
@@ -53,15 +81,25 @@ impl ConditionUpdate {
     ) -> Self {
         Self {
             type_,
-            status,
+            status: status.into(),
             reason: reason.into(),
             message: message.into(),
         }
     }
-}
 
-fn status_str(b: bool) -> &'static str {
-    if b { "True" } else { "False" }
+    /// A condition whose status could not be found out.
+    pub fn unknown(
+        type_: ConditionType,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status: ConditionStatus::Unknown,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Insert or update one condition. `lastTransitionTime` becomes `now` only when the condition is
@@ -73,7 +111,7 @@ pub fn set_condition(
     observed_generation: Option<i64>,
     now: &Time,
 ) -> bool {
-    let status = status_str(update.status);
+    let status = update.status.as_str();
     match conditions
         .iter_mut()
         .find(|c| c.type_ == update.type_.as_str())

@@ -23,6 +23,8 @@
 //! * `POST /resume`: read again after a savepoint taken with `stopAfter` (an abandoned upgrade).
 //! * `GET /state`: a [`StateReport`]: which state the replica runs on, and whether it has
 //!   committed on it (a restored replica that has committed is done restoring).
+//! * `GET /status`: a [`PipelineReport`]: the health of the replica's sources and sinks, its
+//!   dead letters and lag, read by the operator for the resource's conditions.
 //!
 //! [`env::CONTROL_TOKEN`]: crate::job_config::env::CONTROL_TOKEN
 
@@ -35,6 +37,8 @@ pub const SAVEPOINTS_PATH: &str = "/savepoints";
 pub const RESUME_PATH: &str = "/resume";
 /// Path of the state report.
 pub const STATE_PATH: &str = "/state";
+/// Path of the pipeline report.
+pub const STATUS_PATH: &str = "/status";
 /// Key of the token in the resource's control Secret.
 pub const CONTROL_SECRET_KEY: &str = "token";
 
@@ -164,6 +168,46 @@ pub struct StateReport {
     /// It is paused after a `stopAfter` savepoint.
     #[serde(default)]
     pub stopped: bool,
+}
+
+/// What a replica knows about its own pipeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineReport {
+    /// One per source stream (`customers`, `addresses`, `sales`).
+    pub sources: Vec<ComponentReport>,
+    /// One per sink (`opensearch`, `s3`, `dead-letter`).
+    pub sinks: Vec<ComponentReport>,
+    /// Tasks that ended while the job runs (a source or a sink that stopped for good): the
+    /// replica is not healthy (`/healthz` fails) and needs a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ended: Vec<String>,
+    /// Dead letters written since the process started, by reason.
+    #[serde(default)]
+    pub dead_letters: std::collections::BTreeMap<String, u64>,
+    /// The largest `MillisBehindLatest` of the shards this replica reads, in seconds, by source.
+    #[serde(default)]
+    pub behind_latest_seconds: std::collections::BTreeMap<String, f64>,
+    /// RFC 3339 time of the last commit of the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<String>,
+}
+
+/// The health of one source or sink.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentReport {
+    pub name: String,
+    pub healthy: bool,
+    /// Why not, machine-readable (`OpenSearchForbidden`, `S3AccessDenied`, `StreamNotFound`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The last error, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// RFC 3339 time since when it has been failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 #[cfg(test)]

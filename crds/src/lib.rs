@@ -11,6 +11,8 @@ pub mod document_id;
 pub mod duration;
 pub mod job_config;
 pub mod quantity;
+pub mod reference;
+pub mod secret;
 pub mod spec;
 pub mod status;
 
@@ -40,6 +42,11 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     Ok(out)
 }
 
+/// `docs/reference.md`: every field of every CRD, rendered from the schema (see [`reference`]).
+pub fn reference_md() -> String {
+    reference::markdown(&crds())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +72,45 @@ mod tests {
         assert_eq!(se.spec.sinks.opensearch.write_alias, "ara-write");
         assert!(se.spec.sinks.opensearch.template.managed);
         assert_eq!(se.spec.storage.size.0, "10Gi");
+    }
+
+    /// Every property path of `schema` without a description (what `kubectl explain` shows).
+    fn undescribed(schema: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if v["description"].as_str().is_none_or(str::is_empty) {
+                    out.push(p.clone());
+                }
+                undescribed(v, &p, out);
+            }
+        }
+        if schema["items"].is_object() {
+            undescribed(&schema["items"], &format!("{path}[]"), out);
+        }
+        if schema["additionalProperties"].is_object() {
+            undescribed(&schema["additionalProperties"], &format!("{path}{{}}"), out);
+        }
+        for alt in ["anyOf", "oneOf", "allOf"] {
+            for a in schema[alt].as_array().into_iter().flatten() {
+                undescribed(a, path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn kubectl_explain_describes_every_field() {
+        let crd = crd_json();
+        let mut missing = Vec::new();
+        undescribed(
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            "",
+            &mut missing,
+        );
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:#?}"
+        );
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub struct StreamingEnrichmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
 
-    /// CPU and memory of each job pod.
+    /// CPU and memory of each job pod. Absent: requests of 500m CPU and 1Gi memory and a 2Gi
+    /// memory limit (RocksDB's caches and the outbox live within it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -108,7 +109,7 @@ pub struct StreamingEnrichmentSpec {
     #[serde(default)]
     pub upgrade_mode: UpgradeMode,
 
-    /// Savepoints: location, schedule and retention.
+    /// Where savepoints go (taken before every `Savepoint` upgrade and every rescale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoints: Option<SavepointsSpec>,
 
@@ -172,12 +173,16 @@ impl Default for StorageSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodOverrides {
+    /// Extra labels of the job pods (the operator's own labels win on a clash).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the job pods (the operator's own annotations win on a clash).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Node selector of the job pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the job pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,8 +199,10 @@ pub struct PodOverrides {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret, in the resource's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// Key within the Secret's data.
     #[schemars(length(min = 1))]
     pub key: String,
 }
@@ -285,9 +292,39 @@ pub struct StreamSource {
     /// Polling with GetRecords, or enhanced fan-out with SubscribeToShard.
     #[serde(default)]
     pub reader: ReaderKind,
-    /// Registered consumer name, for `reader: EnhancedFanOut`.
+    /// Consumer name prefix, for `reader: EnhancedFanOut`. Each replica registers and reads
+    /// through its own consumer, `<consumerName>-<ordinal>` (a second subscription to a shard
+    /// through one consumer would take over the first); the operator deregisters the consumers
+    /// of ordinals a rescale removed, and all of them when the resource is deleted. A stream has
+    /// at most 20 consumers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 118), regex(pattern = r"^[a-zA-Z0-9_.-]+$"))]
     pub consumer_name: Option<String>,
+}
+
+impl StreamSource {
+    /// The enhanced fan-out consumer of replica `ordinal` (`None` for a polling reader).
+    pub fn replica_consumer(&self, ordinal: u32) -> Option<String> {
+        match self.reader {
+            ReaderKind::Polling => None,
+            ReaderKind::EnhancedFanOut => self
+                .consumer_name
+                .as_ref()
+                .map(|c| format!("{c}-{ordinal}")),
+        }
+    }
+}
+
+impl AwsSpec {
+    /// The region and endpoint `source` is reached at: its overrides, else the shared ones.
+    pub fn kinesis_target<'a>(&'a self, source: &'a StreamSource) -> (&'a str, Option<&'a str>) {
+        let region = source.region.as_deref().unwrap_or(&self.region);
+        let endpoint = source
+            .endpoint
+            .as_deref()
+            .or(self.kinesis_endpoint.as_deref());
+        (region, endpoint)
+    }
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -320,6 +357,7 @@ pub struct ReferenceSource {
     /// `s3://bucket/prefix/`.
     #[schemars(regex(pattern = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"))]
     pub uri: String,
+    /// File format of the objects under `uri`: `Csv` (with a header line) or `Parquet`.
     #[serde(default)]
     pub format: ReferenceFormat,
     /// How often the prefix is re-scanned for changed files.
@@ -377,7 +415,7 @@ pub struct SinksSpec {
     pub opensearch: OpenSearchSinkSpec,
 }
 
-/// Parquet files partitioned by the sale's day: `<uri>/stream/YYYY-MM-DD/`.
+/// Parquet files partitioned by the sale's day: `<uri>/<sales stream>/YYYY-MM-DD/`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3SinkSpec {
@@ -415,12 +453,18 @@ pub struct OpenSearchSinkSpec {
     /// trusted roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<SecretKeyRef>,
+    /// Send the Basic credentials (`auth`, `template.adminCredentials`) to an `http://`
+    /// endpoint, in clear text. Refused unless this is true: only for a local or test cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials_over_plain_http: bool,
     /// Indices are `<indexPrefix>-000001`, `-000002`, ...
     #[serde(default = "default_index_prefix")]
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_\-]{0,200}$"))]
     pub index_prefix: String,
+    /// The alias the job writes through (rolled over to a new index by the operator).
     #[serde(default = "default_write_alias")]
     pub write_alias: String,
+    /// The alias over every index of the pipeline, for readers.
     #[serde(default = "default_read_alias")]
     pub read_alias: String,
     /// Document `_id` template over the sale's fields; deterministic so replays overwrite.
@@ -466,10 +510,14 @@ fn default_bulk_interval() -> Duration {
 #[x_kube(validation = Rule::new("self.type == 'SigV4' || !has(self.region)").message("region is only valid with auth type SigV4"))]
 #[serde(rename_all = "camelCase")]
 pub struct OpenSearchAuth {
+    /// `None` or `Basic` (username and password from Secret keys); `SigV4` is refused by the
+    /// operator as not supported yet.
     #[serde(default, rename = "type")]
     pub kind: OpenSearchAuthKind,
+    /// For `Basic`: the username's Secret key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<SecretKeyRef>,
+    /// For `Basic`: the password's Secret key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretKeyRef>,
     /// Signing region for SigV4 (defaults to `aws.region`).
@@ -495,9 +543,11 @@ pub struct IndexTemplateSpec {
     /// Take over an existing template of the same name that the operator did not create.
     #[serde(default)]
     pub adopt: bool,
+    /// Primary shards of each index.
     #[serde(default = "default_one")]
     #[schemars(range(min = 1, max = 1024))]
     pub shards: i32,
+    /// Replica shards of each primary.
     #[serde(default = "default_one")]
     #[schemars(range(min = 0, max = 16))]
     pub replicas: i32,
@@ -615,18 +665,38 @@ pub struct SavepointsSpec {
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("scaling.minReplicas must not exceed scaling.maxReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingSpec {
+    /// `Manual`: `replicas` (or the scale subresource) decides; `Shards`: the operator follows
+    /// the sales stream's open shard count.
     #[serde(default)]
     pub mode: ScalingMode,
     /// In Shards mode: one replica per this many open sales shards.
     #[serde(default = "default_one")]
     #[schemars(range(min = 1, max = 10000))]
     pub shards_per_replica: i32,
+    /// In Shards mode: the fewest replicas to run.
     #[serde(default = "default_one")]
     #[schemars(range(min = 1, max = 1024))]
     pub min_replicas: i32,
+    /// In Shards mode: the most replicas to run.
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1, max = 1024))]
     pub max_replicas: i32,
+    /// In Shards mode: a lower replica count is taken only after the shard count has asked for
+    /// fewer replicas for this long (the highest count asked for in the window wins), so a
+    /// merge followed by a split does not rescale twice.
+    #[serde(default = "default_stabilization_window")]
+    pub stabilization_window: Duration,
+    /// In Shards mode: the least time between two rescales.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Duration,
+}
+
+fn default_stabilization_window() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_max_replicas() -> i32 {
@@ -640,6 +710,8 @@ impl Default for ScalingSpec {
             shards_per_replica: 1,
             min_replicas: 1,
             max_replicas: default_max_replicas(),
+            stabilization_window: default_stabilization_window(),
+            cooldown: default_cooldown(),
         }
     }
 }

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What the operator observed of the pipeline and what it is doing to it.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamingEnrichmentStatus {
@@ -26,9 +27,28 @@ pub struct StreamingEnrichmentStatus {
     /// Label selector of the job pods, as a string (for the scale subresource and HPA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Open shards of the sales stream, as last observed.
+    /// Open shards of the sales stream, as last observed (ListShards, every
+    /// `--sources-check-interval-secs` and after each spec change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<i32>,
+    /// Closed shards of the sales stream still within its retention (parents of a resharding),
+    /// as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_shards: Option<i32>,
+    /// When the streams were last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources_observed_at: Option<Time>,
+    /// Dead letters by reason, summed over the replicas since they started (as last read from
+    /// them, every `--sources-check-interval-secs`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dead_letters: std::collections::BTreeMap<String, u64>,
+    /// How far behind the tip of each source stream the replicas read (the largest
+    /// `MillisBehindLatest` of its shards, in whole seconds), as last read from them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub behind_latest_seconds: std::collections::BTreeMap<String, i64>,
+    /// What Shards mode decided, and the inputs of its stabilisation window and cooldown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
     /// Hash of the job configuration and pod template the job pods were given (without the
     /// replica count and the state id, which are `runningReplicas` and `stateId`). A spec whose
     /// hash differs is a change that restarts the pods, brought in as `upgradeMode` says.
@@ -54,6 +74,27 @@ pub struct StreamingEnrichmentStatus {
     /// once the job runs the spec again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation_retry: Option<OperationRetry>,
+}
+
+/// Shards mode's memory: the replica count it decided and what it is waiting out.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// The replica count Shards mode runs (what `spec.replicas` is in Manual mode).
+    pub replicas: i32,
+    /// What the latest shard count asks for: clamp(ceil(open shards / shardsPerReplica),
+    /// minReplicas, maxReplicas).
+    pub recommended: i32,
+    /// Since when every recommendation has been below `replicas` (the stabilisation window
+    /// counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_since: Option<Time>,
+    /// The highest recommendation since `belowSince`: the count a scale-in goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_max: Option<i32>,
+    /// When `replicas` last changed (the cooldown counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<Time>,
 }
 
 /// A completed savepoint.

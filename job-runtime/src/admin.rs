@@ -1,5 +1,6 @@
 //! The admin server of a job pod: `/metrics` (Prometheus text), `/healthz` (the engine thread
-//! is alive: a dead engine is a pod to restart), `/readyz` (the job is processing: reference
+//! is alive and no source or sink task has ended: either is a pod to restart), `/status` (the
+//! pipeline's own [`tributary_crds::control::PipelineReport`], see [`crate::report`]), `/readyz` (the job is processing: reference
 //! data loaded and the state open; a pod that is catching up is ready, it is doing its work),
 //! and the control API of [`tributary_crds::control`] (savepoints, resume, the state report;
 //! changes need the control token).
@@ -15,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tributary_crds::control::{
-    RESUME_PATH, SAVEPOINTS_PATH, STATE_PATH, SavepointRequest, StateReport,
+    RESUME_PATH, SAVEPOINTS_PATH, STATE_PATH, STATUS_PATH, SavepointRequest, StateReport,
 };
 
 use crate::savepoint::control::{RequestError, SavepointControl};
@@ -27,6 +28,8 @@ pub struct Health {
     pub ready: Arc<AtomicBool>,
     /// Set at the first commit on the state this process runs on.
     pub committed: Arc<AtomicBool>,
+    /// The sources' and sinks' health, lag and ended tasks.
+    pub report: crate::report::Report,
 }
 
 /// What the control endpoints serve; set once the state is open (before that they answer 503).
@@ -146,12 +149,19 @@ async fn metrics(State(s): State<AdminState>) -> (StatusCode, String) {
     }
 }
 
-async fn healthz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
-    if s.health.alive.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "engine stopped")
+async fn healthz(State(s): State<AdminState>) -> (StatusCode, String) {
+    if !s.health.alive.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "engine stopped".into());
     }
+    match s.health.report.has_ended() {
+        Some(task) => (StatusCode::SERVICE_UNAVAILABLE, format!("ended: {task}")),
+        None => (StatusCode::OK, "ok".into()),
+    }
+}
+
+async fn pipeline_status(State(s): State<AdminState>) -> Response {
+    let dead = crate::report::dead_letters(&s.registry);
+    Json(s.health.report.snapshot(dead)).into_response()
 }
 
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
@@ -189,6 +199,7 @@ pub async fn serve(
         )
         .route(RESUME_PATH, post(resume))
         .route(STATE_PATH, get(state_report))
+        .route(STATUS_PATH, get(pipeline_status))
         .with_state(AdminState {
             registry,
             health,

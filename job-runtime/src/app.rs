@@ -32,6 +32,8 @@ use crate::sink::dead_letter::{DeadLetterSink, DeadLetterWriter};
 use crate::sink::opensearch::{OpenSearchConfig, OpenSearchSink};
 use crate::sink::s3::S3Sink;
 use crate::sink::{self, Batching, Drain};
+use tributary_crds::secret::Secret;
+
 use crate::source::assign::Assignment;
 use crate::source::coordination::Coordination;
 use crate::source::kinesis::{self, SourceContext, SourceSettings, StreamConfig};
@@ -52,11 +54,11 @@ pub struct Settings {
     /// This replica's StatefulSet ordinal.
     pub ordinal: u32,
     pub opensearch_username: Option<String>,
-    pub opensearch_password: Option<String>,
+    pub opensearch_password: Option<Secret>,
     /// How long the sinks may take to deliver at shutdown (and each step of a savepoint).
     pub drain_timeout: Duration,
     /// The control API's token (`TRIBUTARY_CONTROL_TOKEN`); without it nothing is accepted.
-    pub control_token: Option<String>,
+    pub control_token: Option<Secret>,
     pub source: SourceSettings,
 }
 
@@ -152,6 +154,11 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     let metrics = Metrics::new(&registry).context("registering metrics")?;
     let source_metrics = SourceMetrics::register(&registry).context("registering metrics")?;
     let health = Health::default();
+    let report = health.report.clone();
+    report.expect(
+        &["customers", "addresses", "sales"],
+        &["s3", "opensearch", "dead-letter"],
+    );
     let control_plane = Arc::new(std::sync::OnceLock::<ControlPlane>::new());
 
     let replicas = i64::from(config.replicas.max(1));
@@ -200,7 +207,8 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         dead_letter.clone(),
     )
     .context("the OpenSearch sink")?
-    .counting_dead_letters(metrics.dead_letters.clone());
+    .counting_dead_letters(metrics.dead_letters.clone())
+    .measuring_freshness(metrics.sink_freshness.with_label_values(&["opensearch"]));
 
     // Engine.
     let streams = Streams {
@@ -210,7 +218,8 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     };
     let ids = DocumentIdTemplate::parse(&config.sinks.opensearch.spec.document_id)
         .map_err(|e| anyhow::anyhow!("sinks.opensearch.documentId: {e}"))?;
-    let engine_cfg = EngineConfig::new(streams.clone(), JoinRules::from(&config.join), ids);
+    let mut engine_cfg = EngineConfig::new(streams.clone(), JoinRules::from(&config.join), ids);
+    engine_cfg.dimension_dead_letters = settings.ordinal == 0;
     let mut core = Core::new(state, engine_cfg, metrics.clone())?;
     if let Start::Restore(sp) = &start {
         let folder = S3Uri::parse(&sp.uri)?;
@@ -285,6 +294,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
     {
         let coordination = Arc::clone(&coordination);
         let committed_flag = Arc::clone(&health.committed);
+        let commit_report = report.clone();
         let sales = streams.sales.clone();
         let mut published: BTreeSet<String> = initial_positions
             .iter()
@@ -295,6 +305,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
             while committed_rx.changed().await.is_ok() {
                 let c = committed_rx.borrow_and_update().clone();
                 admin::set(&committed_flag, true);
+                commit_report.committed();
                 outbox_tx.send_replace(c.outbox_next);
                 for ((stream, shard), p) in &c.positions {
                     if *stream == sales && *p == Position::Finished && !published.contains(shard) {
@@ -320,7 +331,19 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         (StreamRole::Sales, &config.sources.sales),
     ] {
         let client = crate::aws::kinesis_client(&config.aws, source).await;
-        let cfg = StreamConfig::new(role, source.clone(), Some(assignment))?;
+        // Enhanced fan-out: this replica's own consumer (a second subscription to a shard
+        // through one consumer would take over the first).
+        let mut source = source.clone();
+        source.consumer_name = source.replica_consumer(settings.ordinal);
+        // Every replica polls every dimension shard: their GetRecords calls share one budget.
+        let readers = if role.is_dimension() {
+            u32::try_from(replicas).unwrap_or(1)
+        } else {
+            1
+        };
+        let source_settings = settings.source.for_readers(readers);
+        let stream = source.stream.clone();
+        let cfg = StreamConfig::new(role, source, Some(assignment))?;
         let (active_tx, mut active_rx) = watch::channel(None::<BTreeSet<String>>);
         let ctx = SourceContext {
             positions: positions_rx.clone(),
@@ -333,10 +356,10 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
             coordination: Some(Arc::clone(&coordination)),
             cancel: cancel.clone(),
             active: role.is_dimension().then_some(active_tx),
+            report: report.clone(),
         };
         if role.is_dimension() {
             let control = control_tx.clone();
-            let stream = source.stream.clone();
             tokio::spawn(async move {
                 while active_rx.changed().await.is_ok() {
                     let shards = active_rx.borrow_and_update().clone();
@@ -354,7 +377,7 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
                 }
             });
         }
-        sources.push(kinesis::spawn(client, cfg, settings.source.clone(), ctx)?);
+        sources.push(kinesis::spawn(client, cfg, source_settings, ctx)?);
     }
     drop((dims_tx, sales_tx));
 
@@ -402,14 +425,31 @@ pub async fn run(config: JobConfig, settings: Settings) -> Result<()> {
         ($sink:expr) => {{
             let (tx, rx) = watch::channel(0u64);
             cursors.push(rx);
-            sink_tasks.push(tokio::spawn(sink::run(
-                $sink,
+            let s = $sink;
+            let name = crate::sink::Sink::name(&s);
+            let task = sink::run(
+                s,
                 reader.clone(),
                 outbox_rx.clone(),
                 tx,
                 metrics.clone(),
+                report.clone(),
                 sinks_stop_rx.clone(),
-            )));
+            );
+            let report = report.clone();
+            let stopping = sinks_stop_rx.clone();
+            sink_tasks.push(tokio::spawn(async move {
+                let result = task.await;
+                // A sink that returns before the job stops delivers nothing more.
+                if *stopping.borrow() != Drain::Stop {
+                    let why = match &result {
+                        Ok(()) => "ended".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    report.ended(format!("sink {name}: {why}"));
+                }
+                result
+            }));
         }};
     }
     start_sink!(s3_sink);

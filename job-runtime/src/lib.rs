@@ -8,7 +8,7 @@
 
 pub mod admin;
 pub mod app;
-pub mod aws;
+pub use tributary_aws as aws;
 pub mod engine;
 pub mod events;
 pub mod r#gen; // `gen` is a reserved keyword in edition 2024
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod objects;
 pub mod output;
 pub mod reference;
+pub mod report;
 pub mod s3uri;
 pub mod savepoint;
 pub mod sink;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tributary_crds::job_config::{CONFIG_DIR, CONFIG_FILE, JobConfig, env};
+use tributary_crds::secret::Secret;
 use tributary_runtime::app::{self, Settings};
 use tributary_runtime::source::assign::ordinal_from_pod_name;
 use tributary_runtime::source::kinesis::SourceSettings;
@@ -93,9 +94,11 @@ fn settings(args: &Args, config: &JobConfig) -> anyhow::Result<Settings> {
         ),
         ordinal,
         opensearch_username: std::env::var(env::OPENSEARCH_USERNAME).ok(),
-        opensearch_password: std::env::var(env::OPENSEARCH_PASSWORD).ok(),
+        opensearch_password: std::env::var(env::OPENSEARCH_PASSWORD)
+            .ok()
+            .map(Secret::new),
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
-        control_token: std::env::var(env::CONTROL_TOKEN).ok(),
+        control_token: std::env::var(env::CONTROL_TOKEN).ok().map(Secret::new),
         source: SourceSettings {
             relist_interval: Duration::from_secs(args.relist_seconds.max(1)),
             idle_interval: Duration::from_millis(args.idle_poll_ms.max(200)),

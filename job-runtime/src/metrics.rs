@@ -1,6 +1,13 @@
 //! The runtime's Prometheus metrics (`tributary_*`), registered in one registry that the admin
-//! server exposes. The sources register theirs (`tributary_source_*`) in the same registry.
+//! server exposes. The sources register theirs (`tributary_source_*`) in the same registry, and
+//! the process collector adds `process_*`. Every metric is listed in `docs/metrics.md` (a test
+//! below fails when the two differ).
+//!
+//! Conventions: base units (seconds, bytes) in the name's last word, one unit per name, `_total`
+//! on counters, and bounded labels only (stream, sink, table, reason, outcome; the per-shard
+//! gauge of the sources is bounded by the stream's shard count and dropped with the shard).
 
+use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -12,8 +19,19 @@ use crate::join::DeadLetterReason;
 /// Errors registering metrics (a duplicate name is a programming error, reported at start).
 pub type MetricsError = prometheus::Error;
 
+/// `sink` label values: the names of the sinks the job runs ([`crate::sink::Sink::name`]).
+pub const SINKS: [&str; 3] = ["opensearch", "s3", "dead-letter"];
+
+/// `table` label values of the reference data.
+pub const REFERENCE_TABLES: [&str; 2] = ["items", "promos"];
+
+/// `outcome` label values of `tributary_reference_loads_total`.
+pub const REFERENCE_OUTCOMES: [&str; 4] = ["loaded", "unreachable", "bad_file", "too_large"];
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
+    /// `tributary_build_info{version,binary}`: always 1.
+    pub build_info: IntGaugeVec,
     /// Records applied, by stream role.
     pub records_in: IntCounterVec,
     /// Enriched documents committed to the outbox.
@@ -38,19 +56,45 @@ pub struct Metrics {
     pub sink_delivered: IntCounterVec,
     pub sink_failures: IntCounterVec,
     pub sink_write_seconds: HistogramVec,
+    /// Per sink: seconds from a sale's `sale_datetime` to the acknowledgement of its document.
+    pub sink_freshness: HistogramVec,
     /// Reference data: rows in the current snapshot, loads by outcome, rows rejected.
     pub reference_rows: IntGaugeVec,
     pub reference_loads: IntCounterVec,
     pub reference_rejected_rows: IntCounterVec,
-    /// RocksDB properties, refreshed periodically.
-    pub rocksdb: IntGaugeVec,
+    /// RocksDB and outbox properties ([`crate::state::RocksState::properties`]), refreshed
+    /// periodically: one gauge per property, each in one unit.
+    pub rocksdb_estimated_keys: IntGauge,
+    pub rocksdb_live_sst_files_size: IntGauge,
+    pub rocksdb_memtables_size: IntGauge,
+    pub rocksdb_pending_compaction: IntGauge,
+    pub rocksdb_block_cache_usage: IntGauge,
+    pub outbox_segments: IntGauge,
+    pub outbox_size: IntGauge,
     /// Peak resident memory of the process (VmHWM), refreshed periodically.
     pub peak_rss: IntGauge,
+}
+
+/// Buckets of the freshness histogram: a second to a day (a replay of old data lands in +Inf).
+const FRESHNESS_BUCKETS: [f64; 16] = [
+    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0,
+    86400.0,
+];
+
+fn gauge(name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    IntGauge::new(name, help)
 }
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Result<Self, MetricsError> {
         let m = Self {
+            build_info: IntGaugeVec::new(
+                Opts::new(
+                    "tributary_build_info",
+                    "Always 1: the version of the binary that runs",
+                ),
+                &["version", "binary"],
+            )?,
             records_in: IntCounterVec::new(
                 Opts::new(
                     "tributary_records_in_total",
@@ -73,12 +117,12 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
-            join_waiting: IntGauge::new(
-                "tributary_join_waiting",
+            join_waiting: gauge(
+                "tributary_join_waiting_sales",
                 "Sales waiting in state for a missing customer, address, item or promo",
             )?,
-            barrier_held: IntGauge::new(
-                "tributary_barrier_held",
+            barrier_held: gauge(
+                "tributary_join_barrier_held_sales",
                 "Sales read but held until the dimension streams have caught up with them",
             )?,
             versions_compacted: IntCounter::new(
@@ -87,16 +131,16 @@ impl Metrics {
             )?,
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new(
-                    "tributary_commit_seconds",
+                    "tributary_state_commit_duration_seconds",
                     "Duration of a state commit (state, offsets and outputs in one batch)",
                 )
                 .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
             )?,
-            outbox_lag: IntGauge::new(
-                "tributary_outbox_lag",
+            outbox_lag: gauge(
+                "tributary_outbox_pending_entries",
                 "Committed outputs not yet delivered by the slowest sink",
             )?,
-            backpressure: IntGauge::new(
+            backpressure: gauge(
                 "tributary_backpressure",
                 "1 while reading is paused because the sinks are behind",
             )?,
@@ -115,7 +159,18 @@ impl Metrics {
                 &["sink"],
             )?,
             sink_write_seconds: HistogramVec::new(
-                HistogramOpts::new("tributary_sink_write_seconds", "Duration of a sink write"),
+                HistogramOpts::new(
+                    "tributary_sink_write_duration_seconds",
+                    "Duration of a successful sink write of one outbox range",
+                ),
+                &["sink"],
+            )?,
+            sink_freshness: HistogramVec::new(
+                HistogramOpts::new(
+                    "tributary_sink_freshness_seconds",
+                    "Seconds from a sale's sale_datetime to the sink's acknowledgement of its document",
+                )
+                .buckets(FRESHNESS_BUCKETS.to_vec()),
                 &["sink"],
             )?,
             reference_rows: IntGaugeVec::new(
@@ -139,33 +194,45 @@ impl Metrics {
                 ),
                 &["table"],
             )?,
-            rocksdb: IntGaugeVec::new(
-                Opts::new("tributary_rocksdb", "RocksDB properties of the state"),
-                &["property"],
+            rocksdb_estimated_keys: gauge(
+                "tributary_rocksdb_estimated_keys",
+                "RocksDB's estimate of the keys in the state, over its column families",
             )?,
-            peak_rss: IntGauge::new(
+            rocksdb_live_sst_files_size: gauge(
+                "tributary_rocksdb_live_sst_files_size_bytes",
+                "Size of the state's live SST files",
+            )?,
+            rocksdb_memtables_size: gauge(
+                "tributary_rocksdb_memtables_size_bytes",
+                "Size of the state's memtables",
+            )?,
+            rocksdb_pending_compaction: gauge(
+                "tributary_rocksdb_pending_compaction_bytes",
+                "Bytes RocksDB estimates compaction still has to rewrite",
+            )?,
+            rocksdb_block_cache_usage: gauge(
+                "tributary_rocksdb_block_cache_usage_bytes",
+                "Memory held by RocksDB's block cache",
+            )?,
+            outbox_segments: gauge(
+                "tributary_outbox_segments",
+                "Segment files of the outbox on the state volume",
+            )?,
+            outbox_size: gauge(
+                "tributary_outbox_size_bytes",
+                "Size of the outbox's segment files on the state volume",
+            )?,
+            peak_rss: gauge(
                 "tributary_process_peak_rss_bytes",
                 "Peak resident memory of the job process (VmHWM)",
             )?,
         };
-        registry.register(Box::new(m.records_in.clone()))?;
-        registry.register(Box::new(m.documents_out.clone()))?;
-        registry.register(Box::new(m.documents_flagged.clone()))?;
-        registry.register(Box::new(m.dead_letters.clone()))?;
-        registry.register(Box::new(m.join_waiting.clone()))?;
-        registry.register(Box::new(m.barrier_held.clone()))?;
-        registry.register(Box::new(m.versions_compacted.clone()))?;
-        registry.register(Box::new(m.commit_seconds.clone()))?;
-        registry.register(Box::new(m.outbox_lag.clone()))?;
-        registry.register(Box::new(m.backpressure.clone()))?;
-        registry.register(Box::new(m.sink_delivered.clone()))?;
-        registry.register(Box::new(m.sink_failures.clone()))?;
-        registry.register(Box::new(m.sink_write_seconds.clone()))?;
-        registry.register(Box::new(m.reference_rows.clone()))?;
-        registry.register(Box::new(m.reference_loads.clone()))?;
-        registry.register(Box::new(m.reference_rejected_rows.clone()))?;
-        registry.register(Box::new(m.rocksdb.clone()))?;
-        registry.register(Box::new(m.peak_rss.clone()))?;
+        for c in m.collectors() {
+            registry.register(c)?;
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), "tributary-runtime"])
+            .set(1);
         // Pre-create the bounded label sets so dashboards see zeros, not gaps.
         for reason in DecodeError::REASONS {
             m.dead_letters.with_label_values(&[reason]);
@@ -179,7 +246,75 @@ impl Metrics {
         for stream in crate::source::StreamRole::ALL {
             m.records_in.with_label_values(&[stream.as_str()]);
         }
+        for sink in SINKS {
+            m.sink_delivered.with_label_values(&[sink]);
+            m.sink_failures.with_label_values(&[sink]);
+            m.sink_write_seconds.with_label_values(&[sink]);
+        }
+        m.sink_freshness.with_label_values(&["opensearch"]);
+        for table in REFERENCE_TABLES {
+            m.reference_rows.with_label_values(&[table]);
+            m.reference_rejected_rows.with_label_values(&[table]);
+            for outcome in REFERENCE_OUTCOMES {
+                m.reference_loads.with_label_values(&[table, outcome]);
+            }
+        }
         Ok(m)
+    }
+
+    /// Every metric of this struct, for registration (and for the documentation test).
+    fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.build_info.clone()),
+            Box::new(self.records_in.clone()),
+            Box::new(self.documents_out.clone()),
+            Box::new(self.documents_flagged.clone()),
+            Box::new(self.dead_letters.clone()),
+            Box::new(self.join_waiting.clone()),
+            Box::new(self.barrier_held.clone()),
+            Box::new(self.versions_compacted.clone()),
+            Box::new(self.commit_seconds.clone()),
+            Box::new(self.outbox_lag.clone()),
+            Box::new(self.backpressure.clone()),
+            Box::new(self.sink_delivered.clone()),
+            Box::new(self.sink_failures.clone()),
+            Box::new(self.sink_write_seconds.clone()),
+            Box::new(self.sink_freshness.clone()),
+            Box::new(self.reference_rows.clone()),
+            Box::new(self.reference_loads.clone()),
+            Box::new(self.reference_rejected_rows.clone()),
+            Box::new(self.rocksdb_estimated_keys.clone()),
+            Box::new(self.rocksdb_live_sst_files_size.clone()),
+            Box::new(self.rocksdb_memtables_size.clone()),
+            Box::new(self.rocksdb_pending_compaction.clone()),
+            Box::new(self.rocksdb_block_cache_usage.clone()),
+            Box::new(self.outbox_segments.clone()),
+            Box::new(self.outbox_size.clone()),
+            Box::new(self.peak_rss.clone()),
+        ]
+    }
+
+    /// The gauge of one state property ([`crate::state::RocksState::properties`]' names).
+    fn property_gauge(&self, name: &str) -> Option<&IntGauge> {
+        Some(match name {
+            "estimate_num_keys" => &self.rocksdb_estimated_keys,
+            "live_sst_files_size_bytes" => &self.rocksdb_live_sst_files_size,
+            "memtables_size_bytes" => &self.rocksdb_memtables_size,
+            "pending_compaction_bytes" => &self.rocksdb_pending_compaction,
+            "block_cache_usage_bytes" => &self.rocksdb_block_cache_usage,
+            "outbox_segments" => &self.outbox_segments,
+            "outbox_bytes" => &self.outbox_size,
+            _ => return None,
+        })
+    }
+
+    /// Set the gauges of the state's properties (`(name, value)` pairs).
+    pub fn set_state_properties(&self, properties: &[(&str, i64)]) {
+        for (name, value) in properties {
+            if let Some(g) = self.property_gauge(name) {
+                g.set(*value);
+            }
+        }
     }
 
     /// Read the process's peak resident memory (Linux `/proc/self/status`).
@@ -203,5 +338,129 @@ impl Metrics {
             // Registration into a fresh registry cannot collide.
             Err(e) => unreachable!("fresh registry: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::source::metrics::{Outcome, SourceMetrics};
+
+    /// The metric names of one section (`## <title>`) of `docs/metrics.md`: the first
+    /// backquoted word of each table row.
+    pub(crate) fn documented(section: &str) -> BTreeSet<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let heading = format!("## {section}");
+        let body = doc
+            .split("\n## ")
+            .find(|s| format!("## {s}").starts_with(&heading))
+            .unwrap_or_else(|| panic!("no section {heading:?} in docs/metrics.md"));
+        body.lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every metric the runtime's registry exposes, as the job's `run` builds it: these
+    /// metrics, the sources', and the process collector's.
+    fn registered() -> BTreeSet<String> {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        let mut names: BTreeSet<String> = m
+            .collectors()
+            .iter()
+            .chain(std::iter::once(&(Box::new(process) as Box<dyn Collector>)))
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect();
+        // The sources' vectors show in a gather once each has a child.
+        let s = SourceMetrics::register(&registry).unwrap();
+        s.request("sales", Outcome::Ok);
+        s.records("sales", 1);
+        s.behind("sales", "shardId-0", Some(1));
+        s.set_reading("sales", 1);
+        s.shard_finished("sales", "shardId-1");
+        names.extend(registry.gather().iter().map(|f| f.name().to_string()));
+        names
+    }
+
+    #[test]
+    fn every_metric_is_documented_and_every_documented_one_exists() {
+        let registered = registered();
+        let documented = documented("Job runtime");
+        let missing: Vec<_> = registered.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            missing.is_empty(),
+            "registered but not in docs/metrics.md (Job runtime): {missing:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "in docs/metrics.md (Job runtime) but not registered: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn names_follow_the_conventions() {
+        let registry = Registry::new();
+        let _m = Metrics::new(&registry).unwrap();
+        for f in registry.gather() {
+            let name = f.name();
+            let counter = f.get_field_type() == prometheus::proto::MetricType::COUNTER;
+            assert_eq!(
+                counter,
+                name.ends_with("_total"),
+                "{name}: _total on counters only"
+            );
+            assert!(!name.contains("millis"), "{name}: base units");
+        }
+    }
+
+    #[test]
+    fn build_info_and_zeros_before_the_first_event() {
+        let registry = Registry::new();
+        let _m = Metrics::new(&registry).unwrap();
+        let text = {
+            use prometheus::Encoder;
+            let mut buf = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&registry.gather(), &mut buf)
+                .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!(
+                "tributary_build_info{{binary=\"tributary-runtime\",version=\"{version}\"}} 1"
+            )),
+            "{text}"
+        );
+        for sink in SINKS {
+            assert!(
+                text.contains(&format!(
+                    "tributary_sink_failures_total{{sink=\"{sink}\"}} 0"
+                )),
+                "{sink}: {text}"
+            );
+        }
+        assert!(text.contains("tributary_sink_freshness_seconds_count{sink=\"opensearch\"} 0"));
+    }
+
+    #[test]
+    fn every_state_property_has_its_gauge() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state::RocksState::open(dir.path()).unwrap();
+        let properties = state.properties();
+        assert!(!properties.is_empty());
+        let m = Metrics::unregistered();
+        for (name, _) in &properties {
+            assert!(m.property_gauge(name).is_some(), "no gauge for {name}");
+        }
+        m.set_state_properties(&[("outbox_bytes", 42), ("unknown", 1)]);
+        assert_eq!(m.outbox_size.get(), 42);
     }
 }

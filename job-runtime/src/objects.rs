@@ -2,7 +2,7 @@
 //! every writer (the sinks, savepoints) behaves the same against S3.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
@@ -19,6 +19,9 @@ pub struct ObjectError {
     pub key: String,
     pub what: &'static str,
     pub detail: String,
+    /// Why, machine-readable: `S3AccessDenied`, `S3BucketNotFound`, `S3Unreachable`,
+    /// `S3Error`.
+    pub reason: &'static str,
 }
 
 fn error(bucket: &str, key: &str, what: &'static str, detail: impl ToString) -> ObjectError {
@@ -27,6 +30,37 @@ fn error(bucket: &str, key: &str, what: &'static str, detail: impl ToString) -> 
         key: key.to_string(),
         what,
         detail: detail.to_string(),
+        reason: "S3Error",
+    }
+}
+
+/// The reason of a failed S3 call: its error code, or that no answer came.
+pub fn reason_of<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> &'static str {
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => "S3Unreachable",
+        _ => match e.code() {
+            Some(
+                "AccessDenied"
+                | "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "AllAccessDisabled",
+            ) => "S3AccessDenied",
+            Some("NoSuchBucket") => "S3BucketNotFound",
+            _ => "S3Error",
+        },
+    }
+}
+
+fn sdk<E, R>(bucket: &str, key: &str, what: &'static str, e: SdkError<E, R>) -> ObjectError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let reason = reason_of(&e);
+    ObjectError {
+        reason,
+        ..error(bucket, key, what, DisplayErrorContext(e))
     }
 }
 
@@ -47,7 +81,7 @@ pub async fn put(
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| error(bucket, key, "put", DisplayErrorContext(e)))?;
+            .map_err(|e| sdk(bucket, key, "put", e))?;
         return Ok(());
     }
     let upload = client
@@ -57,7 +91,7 @@ pub async fn put(
         .content_type(content_type)
         .send()
         .await
-        .map_err(|e| error(bucket, key, "create multipart", DisplayErrorContext(e)))?;
+        .map_err(|e| sdk(bucket, key, "create multipart", e))?;
     let id = upload
         .upload_id()
         .ok_or_else(|| error(bucket, key, "create multipart", "no upload id"))?
@@ -75,7 +109,7 @@ pub async fn put(
                 .body(ByteStream::from(chunk.to_vec()))
                 .send()
                 .await
-                .map_err(|e| error(bucket, key, "upload part", DisplayErrorContext(e)))?;
+                .map_err(|e| sdk(bucket, key, "upload part", e))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(n)
@@ -95,7 +129,7 @@ pub async fn put(
             )
             .send()
             .await
-            .map_err(|e| error(bucket, key, "complete multipart", DisplayErrorContext(e)))?;
+            .map_err(|e| sdk(bucket, key, "complete multipart", e))?;
         Ok(())
     }
     .await;
@@ -120,7 +154,7 @@ pub async fn get(client: &Client, bucket: &str, key: &str) -> Result<Option<Vec<
             if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
                 return Ok(None);
             }
-            return Err(error(bucket, key, "get", DisplayErrorContext(e)));
+            return Err(sdk(bucket, key, "get", e));
         }
     };
     let body = out
@@ -143,7 +177,7 @@ pub async fn size(client: &Client, bucket: &str, key: &str) -> Result<Option<u64
             if e.as_service_error().is_some_and(|s| s.is_not_found()) {
                 return Ok(None);
             }
-            Err(error(bucket, key, "head", DisplayErrorContext(e)))
+            Err(sdk(bucket, key, "head", e))
         }
     }
 }

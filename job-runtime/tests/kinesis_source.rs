@@ -322,6 +322,7 @@ impl Engine {
                 coordination: self.coordination.clone(),
                 cancel: self.cancel.clone(),
                 active: Some(self.active.clone()),
+                report: Default::default(),
             },
         )?)
     }

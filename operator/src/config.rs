@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use tributary_crds::secret::Secret;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -70,7 +71,7 @@ pub struct OperatorConfig {
     /// The control key itself, as text (for tests that run the binary as a process; the file
     /// wins when both are set). Prefer the file: a flag's value shows in the process list.
     #[arg(long, env = "TRIBUTARY_CONTROL_KEY", hide_env_values = true)]
-    pub control_key: Option<Redacted>,
+    pub control_key: Option<Secret>,
 
     /// How long (seconds) every replica has to complete its part of a savepoint before the
     /// operation is abandoned and the replicas read again.
@@ -81,24 +82,16 @@ pub struct OperatorConfig {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub savepoint_timeout_secs: u64,
-}
 
-/// A secret from the environment or a flag: printed as `<redacted>` when the configuration is
-/// logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Redacted(pub String);
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Redacted {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_string()))
-    }
+    /// How often (seconds) each resource's Kinesis streams are looked at (the sales stream's
+    /// shards, every stream's existence), besides after each spec change.
+    #[arg(
+        long,
+        env = "TRIBUTARY_SOURCES_CHECK_INTERVAL_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub sources_check_interval_secs: u64,
 }
 
 /// The control key could not be loaded.
@@ -142,9 +135,10 @@ impl OperatorConfig {
                 })?;
                 (bytes, format!("file {}", path.display()))
             }
-            (None, Some(Redacted(text))) => {
-                (text.clone().into_bytes(), "TRIBUTARY_CONTROL_KEY".into())
-            }
+            (None, Some(text)) => (
+                text.expose().as_bytes().to_vec(),
+                "TRIBUTARY_CONTROL_KEY".into(),
+            ),
             (None, None) => return Ok(None),
         };
         let key = text.trim_ascii();

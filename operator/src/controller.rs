@@ -1,14 +1,17 @@
-//! The StreamingEnrichment controller: validate -> observe -> decide (the upgrade flow) ->
-//! record the intent -> apply -> status, one step per module.
+//! The StreamingEnrichment controller: validate -> observe (the job's objects and pods, the
+//! Kinesis streams) -> decide (Shards mode, the upgrade flow) -> record the intent -> apply ->
+//! status, one step per module.
 
 mod apply;
 pub mod build;
 mod control;
 #[cfg(test)]
 mod fake;
+mod finalizer;
 #[cfg(test)]
 mod flow_tests;
 mod observe;
+pub mod scaling;
 mod status;
 pub mod upgrade;
 pub mod validate;
@@ -29,11 +32,11 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tributary_crds::control::control_token;
 use tributary_crds::job_config::ADMIN_PORT;
-use tributary_crds::{ScalingMode, StreamingEnrichment};
+use tributary_crds::{ScalingMode, ScalingStatus, StreamingEnrichment};
 
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
-use crate::opensearch;
+use crate::{kinesis, opensearch};
 use build::BuildInputs;
 use build::labels::{INSTANCE_LABEL, JOB_NAME, MANAGED_BY_LABEL, MANAGER, NAME_LABEL};
 use upgrade::{Action as Step, Decision};
@@ -57,6 +60,9 @@ impl Error {
     }
 }
 
+/// When an object's streams were last looked at, for which generation, and what it found.
+type SourcesSeen = (Instant, Option<i64>, Option<kinesis::Health>);
+
 pub struct Context {
     pub client: Client,
     pub config: Arc<OperatorConfig>,
@@ -72,6 +78,12 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive OpenSearch failures per object (they back off without failing the reconcile).
     opensearch_failures: Mutex<HashMap<String, u32>>,
+    /// When each object's streams were last looked at, for which generation, and what the look
+    /// found (`None` until it answered).
+    sources_seen: Mutex<HashMap<String, SourcesSeen>>,
+    /// Whether the Kinesis streams are looked at (off in the mocked-API tests, which have no
+    /// Kinesis).
+    streams: bool,
 }
 
 impl Context {
@@ -104,7 +116,56 @@ impl Context {
             refusals: observe::Refusals::default(),
             failures: Mutex::new(HashMap::new()),
             opensearch_failures: Mutex::new(HashMap::new()),
+            sources_seen: Mutex::new(HashMap::new()),
+            streams: true,
         }
+    }
+
+    /// The context without the Kinesis observation (status.shards and SourcesHealthy stay as
+    /// they are).
+    #[cfg(test)]
+    pub fn without_streams(mut self) -> Self {
+        self.streams = false;
+        self
+    }
+
+    /// Whether the object's streams are due for a look: never seen, its spec changed since, or
+    /// the interval passed. Marks them seen now when due.
+    fn sources_due(&self, se: &StreamingEnrichment) -> bool {
+        if !self.streams {
+            return false;
+        }
+        let interval = kinesis::interval(self.config.sources_check_interval_secs);
+        let mut seen = self.sources_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = se.metadata.generation;
+        let key = Self::key(se);
+        let due = seen
+            .get(&key)
+            .is_none_or(|(at, g, _)| *g != generation || at.elapsed() >= interval);
+        if due {
+            let last = seen.get(&key).and_then(|(_, _, h)| h.clone());
+            seen.insert(key, (Instant::now(), generation, last));
+        }
+        due
+    }
+
+    /// Remember what the look at the streams found.
+    fn sources_found(&self, se: &StreamingEnrichment, health: &kinesis::Health) {
+        let mut seen = self.sources_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = seen.get_mut(&Self::key(se)) {
+            entry.2 = Some(health.clone());
+        }
+    }
+
+    /// What the last look at the streams found.
+    fn sources_health(&self, se: &StreamingEnrichment) -> Option<kinesis::Health> {
+        let seen = self.sources_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(&Self::key(se)).and_then(|(_, _, h)| h.clone())
+    }
+
+    fn forget_sources(&self, se: &StreamingEnrichment) {
+        let mut seen = self.sources_seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.remove(&Self::key(se));
     }
 
     fn key(se: &StreamingEnrichment) -> String {
@@ -140,29 +201,28 @@ impl Context {
     }
 }
 
-/// 1s, 2s, 4s ... capped at 5 minutes.
+/// 1s, 2s, 4s ... up to 256 s (2^8).
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }
 
-/// The replica count the spec asks for, ignoring `suspend` (0 only when `replicas` is 0).
-pub fn spec_replicas(se: &StreamingEnrichment) -> i32 {
+/// The replica count the spec asks for, ignoring `suspend` (0 only when `replicas` is 0): in
+/// Shards mode what [`scaling::decide`] decided (`minReplicas` before its first decision).
+pub fn spec_replicas(se: &StreamingEnrichment, scaling: Option<&ScalingStatus>) -> i32 {
     let spec = &se.spec;
     match spec.scaling.mode {
         ScalingMode::Manual => spec.replicas.unwrap_or(1),
-        ScalingMode::Shards => {
-            let s = &spec.scaling;
-            let shards = se.status.as_ref().and_then(|st| st.shards).unwrap_or(0);
-            let per = s.shards_per_replica.max(1);
-            let wanted = (shards + per - 1) / per;
-            wanted.clamp(s.min_replicas, s.max_replicas.max(s.min_replicas))
-        }
+        ScalingMode::Shards => scaling.map_or(spec.scaling.min_replicas, |s| s.replicas),
     }
 }
 
 /// What the spec asks of the upgrade flow.
-fn desired(se: &StreamingEnrichment, default_image: &str) -> Result<upgrade::Desired, Error> {
-    let replicas = spec_replicas(se);
+fn desired(
+    se: &StreamingEnrichment,
+    scaling: Option<&ScalingStatus>,
+    default_image: &str,
+) -> Result<upgrade::Desired, Error> {
+    let replicas = spec_replicas(se, scaling);
     Ok(upgrade::Desired {
         config_hash: build::config_hash(se, default_image)?,
         replicas,
@@ -199,10 +259,31 @@ async fn reconcile(se: Arc<StreamingEnrichment>, ctx: Arc<Context>) -> Result<Ac
         started.elapsed(),
         result.as_ref().err().map(Error::category),
     );
-    if result.is_ok() {
-        ctx.clear_failures(&se);
+    match &result {
+        Ok(_) => ctx.clear_failures(&se),
+        Err(e) => report_failure(&ctx, &se, e).await,
     }
     result
+}
+
+/// A failed pass is a Warning event and `Degraded=True` (reason `ReconcileFailed`), not only a
+/// log line. Both are best effort: the API server may be what failed.
+async fn report_failure(ctx: &Context, se: &StreamingEnrichment, e: &Error) {
+    let message = format!("{} error: {e}", e.category());
+    publish(
+        ctx,
+        se,
+        EventType::Warning,
+        "ReconcileFailed",
+        message.clone(),
+    )
+    .await;
+    let api: Api<StreamingEnrichment> =
+        Api::namespaced(ctx.client.clone(), &se.namespace().unwrap_or_default());
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    if let Err(err) = status::failed(&api, &se.name_any(), &message, &now).await {
+        tracing::debug!(error = %err, "recording the failed reconcile in the status failed");
+    }
 }
 
 async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<Action, Error> {
@@ -223,19 +304,41 @@ async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<
     if se.metadata.deletion_timestamp.is_some() {
         return finalize(se, ctx, &api).await;
     }
-    if finalizer::wanted(se) && !finalizer::present(se) {
-        finalizer::add(&api, se).await?;
-    } else if !finalizer::wanted(se) && finalizer::present(se) {
-        finalizer::remove(&api, se).await?;
-    }
+    finalizer::sync(&api, se).await?;
 
     // 1. validate
     let invalid = validate::validate(&se.spec).err();
     if let Some(err) = &invalid {
         tracing::info!(%ns, %name, %err, "invalid spec");
     }
+    // 2a. observe the streams (every `--sources-check-interval-secs` and after a spec change),
+    //     then Shards mode's decision from the open shards.
+    let streams = if invalid.is_none() && ctx.sources_due(se) {
+        let o = kinesis::observe(&ctx.client, se).await;
+        ctx.sources_found(se, &o.health);
+        Some(o)
+    } else {
+        None
+    };
+    let open_shards = match &streams {
+        Some(o) => o.shards.map(|c| c.open),
+        None => before.shards,
+    };
+    let scaling = (se.spec.scaling.mode == ScalingMode::Shards).then(|| {
+        scaling::decide(
+            &se.spec.scaling,
+            open_shards,
+            before.scaling.as_ref(),
+            now.0,
+        )
+    });
+    let scaling_status = scaling.as_ref().map(|d| d.status.clone());
     let desired = match &invalid {
-        None => Some(desired(se, &ctx.config.runtime_image)?),
+        None => Some(desired(
+            se,
+            scaling_status.as_ref(),
+            &ctx.config.runtime_image,
+        )?),
         Some(_) => None,
     };
 
@@ -268,10 +371,18 @@ async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<
     });
 
     // 4. record the intent before acting on it: a restarted operator resumes from here.
-    if decision.recorded != recorded {
+    let scaling_changed = invalid.is_none() && scaling_status != before.scaling;
+    if decision.recorded != recorded || scaling_changed {
         let mut intent = before.clone();
         decision.recorded.write_into(&mut intent);
+        if invalid.is_none() {
+            intent.scaling.clone_from(&scaling_status);
+        }
         status::apply(&api, &name, &intent).await?;
+    }
+    if let Some((reason, note)) = scaling.as_ref().and_then(|d| d.event.clone()) {
+        tracing::info!(%ns, %name, reason, %note, "shards mode");
+        publish(ctx, se, EventType::Normal, reason, note).await;
     }
     if decision.recorded.pending.is_none() {
         ctx.refusals.clear(&ns, &name);
@@ -306,9 +417,26 @@ async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<
         None
     };
 
+    // 6a. enhanced fan-out consumers of replicas that no longer exist (at the streams' pace).
+    if streams.is_some() && invalid.is_none() {
+        consumers(ctx, se, &decision).await;
+    }
+
     // 7. status
     let mut new_status = status::compute(se, invalid.as_ref(), &decision, sts.as_ref(), &now);
     if invalid.is_none() {
+        new_status.scaling.clone_from(&scaling_status);
+        status::streams(&mut new_status, streams.as_ref(), &now);
+        if ctx.streams {
+            status::pipeline(
+                &mut new_status,
+                se,
+                ctx.sources_health(se).as_ref(),
+                &seen.pipelines,
+                streams.is_some(),
+                &now,
+            );
+        }
         status::opensearch(&mut new_status, se, os.as_ref(), &now);
     }
     // Owned objects and job pods wake us on change; the periodic requeue catches drift we do
@@ -317,6 +445,11 @@ async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<
         (Some(_), None) => None,
         (_, r) => Some(r.unwrap_or(Duration::from_secs(300))),
     };
+    // The streams are looked at again on their interval (Shards mode follows them).
+    if invalid.is_none() {
+        let interval = kinesis::interval(ctx.config.sources_check_interval_secs);
+        requeue = requeue.map(|r| r.min(interval));
+    }
     match &os {
         Some(Ok(report)) => {
             ctx.opensearch_outcome(se, false);
@@ -349,7 +482,9 @@ async fn reconcile_inner(cached: &StreamingEnrichment, ctx: &Context) -> Result<
         let warn = (c.type_ == "Degraded" && c.status == "True")
             || (c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidSpec")
             || (c.type_ == "IndexTemplateReady" && c.status == "False")
-            || (c.type_ == "SavepointReady" && c.status == "False");
+            || (c.type_ == "SavepointReady" && c.status == "False")
+            || (c.type_ == "SourcesHealthy" && c.status == "False")
+            || (c.type_ == "SinksHealthy" && c.status == "False");
         let type_ = if warn {
             EventType::Warning
         } else {
@@ -382,7 +517,7 @@ async fn act(
     let name = se.name_any();
     let inputs = |run: Option<&upgrade::Run>| {
         let mut i = BuildInputs::for_hash(&ctx.config.runtime_image);
-        i.control_token = token.map(str::to_string);
+        i.control_token = token.map(tributary_crds::secret::Secret::new);
         if let Some(run) = run {
             i.replicas = run.statefulset_replicas;
             i.job_replicas = run.job_replicas;
@@ -486,96 +621,101 @@ async fn opensearch_events(ctx: &Context, se: &StreamingEnrichment, r: &opensear
     }
 }
 
-/// A resource being deleted: with our finalizer, remove the OpenSearch side first.
+/// The enhanced fan-out consumers of ordinals at or above the replica count, deregistered once
+/// no operation is in flight (a rescale to fewer replicas leaves its removed ordinals' behind;
+/// suspended, every replica's goes). A failure is a warning event; the next look retries.
+async fn consumers(ctx: &Context, se: &StreamingEnrichment, decision: &Decision) {
+    if !finalizer::wanted(se).contains(&finalizer::CONSUMERS) || decision.recorded.pending.is_some()
+    {
+        return;
+    }
+    let keep = if se.spec.suspend {
+        0
+    } else {
+        decision.recorded.running_replicas.unwrap_or(0)
+    };
+    // Nothing has run yet: nothing registered.
+    if decision.recorded.running_replicas.is_none() {
+        return;
+    }
+    match kinesis::deregister_consumers(&ctx.client, se, u32::try_from(keep).unwrap_or(0)).await {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            let note = format!(
+                "deregistered the enhanced fan-out consumers of removed replicas: {}",
+                removed.join(", ")
+            );
+            publish(ctx, se, EventType::Normal, "ConsumersDeregistered", note).await;
+        }
+        Err(e) => {
+            publish(ctx, se, EventType::Warning, "ConsumerCleanupFailed", e).await;
+        }
+    }
+}
+
+/// A resource being deleted: each finalizer of ours present does its cleanup, then goes.
 async fn finalize(
     se: &StreamingEnrichment,
     ctx: &Context,
     api: &Api<StreamingEnrichment>,
 ) -> Result<Action, Error> {
-    if !finalizer::present(se) {
+    if !finalizer::any_present(se) {
+        ctx.forget_sources(se);
         return Ok(Action::await_change());
     }
-    if finalizer::wanted(se) {
-        match opensearch::cleanup(&ctx.client, se).await {
-            Ok(removed) => {
-                let note = format!("deletionPolicy Delete removed: {}", removed.join(", "));
-                publish(ctx, se, EventType::Normal, "OpenSearchDeleted", note).await;
-            }
-            Err(e) => {
-                // The finalizer stays until OpenSearch answers: the data must not be orphaned
-                // silently. (Remove the finalizer by hand to give up on it.)
-                let n = ctx.opensearch_outcome(se, true);
-                publish(
-                    ctx,
-                    se,
-                    EventType::Warning,
-                    e.reason(),
-                    format!("deleting the OpenSearch side: {e}"),
-                )
-                .await;
-                return Ok(Action::requeue(backoff(n)));
+    let wanted = finalizer::wanted(se);
+    if finalizer::present(se, finalizer::CONSUMERS) {
+        if wanted.contains(&finalizer::CONSUMERS) {
+            match kinesis::deregister_consumers(&ctx.client, se, 0).await {
+                Ok(removed) => {
+                    let note = format!(
+                        "deregistered the enhanced fan-out consumers: {}",
+                        if removed.is_empty() {
+                            "none left".to_string()
+                        } else {
+                            removed.join(", ")
+                        }
+                    );
+                    publish(ctx, se, EventType::Normal, "ConsumersDeregistered", note).await;
+                }
+                Err(e) => {
+                    // The finalizer stays until Kinesis answers (remove it by hand to give up).
+                    publish(ctx, se, EventType::Warning, "ConsumerCleanupFailed", e).await;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
             }
         }
+        finalizer::remove(api, se, finalizer::CONSUMERS).await?;
+        // The next pass sees the resource without it.
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    finalizer::remove(api, se).await?;
-    Ok(Action::await_change())
-}
-
-/// The finalizer that guards `deletionPolicy: Delete`.
-mod finalizer {
-    use kube::Api;
-    use kube::api::{Patch, PatchParams};
-    use serde_json::json;
-    use tributary_crds::{DeletionPolicy, StreamingEnrichment};
-
-    pub const NAME: &str = "tributary.dev/opensearch";
-
-    pub fn wanted(se: &StreamingEnrichment) -> bool {
-        let os = &se.spec.sinks.opensearch;
-        os.template.managed && os.deletion_policy == DeletionPolicy::Delete
-    }
-
-    pub fn present(se: &StreamingEnrichment) -> bool {
-        se.metadata.finalizers.iter().flatten().any(|f| f == NAME)
-    }
-
-    /// Merge patches of the whole list carrying the resourceVersion they were computed from, so
-    /// a concurrent change of the finalizers makes the patch fail with a conflict (and the
-    /// reconcile retry) instead of clobbering it.
-    pub async fn add(
-        api: &Api<StreamingEnrichment>,
-        se: &StreamingEnrichment,
-    ) -> Result<(), kube::Error> {
-        let mut list = se.metadata.finalizers.clone().unwrap_or_default();
-        list.push(NAME.to_string());
-        send(api, se, list).await
-    }
-
-    pub async fn remove(
-        api: &Api<StreamingEnrichment>,
-        se: &StreamingEnrichment,
-    ) -> Result<(), kube::Error> {
-        let mut list = se.metadata.finalizers.clone().unwrap_or_default();
-        list.retain(|f| f != NAME);
-        send(api, se, list).await
-    }
-
-    async fn send(
-        api: &Api<StreamingEnrichment>,
-        se: &StreamingEnrichment,
-        list: Vec<String>,
-    ) -> Result<(), kube::Error> {
-        let name = se.metadata.name.clone().unwrap_or_default();
-        let patch = json!({
-            "metadata": {
-                "finalizers": list,
-                "resourceVersion": se.metadata.resource_version,
+    if finalizer::present(se, finalizer::OPENSEARCH) {
+        if wanted.contains(&finalizer::OPENSEARCH) {
+            match opensearch::cleanup(&ctx.client, se).await {
+                Ok(removed) => {
+                    let note = format!("deletionPolicy Delete removed: {}", removed.join(", "));
+                    publish(ctx, se, EventType::Normal, "OpenSearchDeleted", note).await;
+                }
+                Err(e) => {
+                    // The finalizer stays until OpenSearch answers: the data must not be
+                    // orphaned silently. (Remove the finalizer by hand to give up on it.)
+                    let n = ctx.opensearch_outcome(se, true);
+                    publish(
+                        ctx,
+                        se,
+                        EventType::Warning,
+                        e.reason(),
+                        format!("deleting the OpenSearch side: {e}"),
+                    )
+                    .await;
+                    return Ok(Action::requeue(backoff(n)));
+                }
             }
-        });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
+        }
+        finalizer::remove(api, se, finalizer::OPENSEARCH).await?;
     }
+    ctx.forget_sources(se);
+    Ok(Action::await_change())
 }
 
 fn error_policy(se: Arc<StreamingEnrichment>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -629,6 +769,7 @@ pub async fn run(
         stores.push(store);
         controllers.push(controller);
     }
+    ctx.metrics.watch_pipelines(stores.clone());
     tokio::spawn(async move {
         for store in stores {
             // Polled rather than awaited: the controller itself already waits on this store, and
@@ -705,11 +846,11 @@ mod tests {
     #[test]
     fn replicas_follow_mode_and_shards_and_suspend_stops() {
         let mut se = example("minimal.yaml");
-        assert_eq!(spec_replicas(&se), 1);
+        assert_eq!(spec_replicas(&se, None), 1);
         se.spec.replicas = Some(3);
-        assert_eq!(spec_replicas(&se), 3);
+        assert_eq!(spec_replicas(&se, None), 3);
         se.spec.suspend = true;
-        let d = desired(&se, "img").unwrap();
+        let d = desired(&se, None, "img").unwrap();
         assert_eq!(
             (d.replicas, d.stopped),
             (3, true),
@@ -717,23 +858,28 @@ mod tests {
         );
         se.spec.suspend = false;
         se.spec.replicas = Some(0);
-        let d = desired(&se, "img").unwrap();
+        let d = desired(&se, None, "img").unwrap();
         assert_eq!(
             (d.replicas, d.stopped),
             (0, true),
             "zero replicas stops too"
         );
 
-        let mut full = example("full.yaml"); // Shards mode, 2 shards per replica, 1..=8
-        assert_eq!(spec_replicas(&full), 1, "unknown shard count: minReplicas");
-        full.status = Some(tributary_crds::StreamingEnrichmentStatus {
-            shards: Some(5),
-            ..Default::default()
-        });
-        assert_eq!(spec_replicas(&full), 3);
-        full.status.as_mut().unwrap().shards = Some(40);
-        assert_eq!(spec_replicas(&full), 8);
-        let d = desired(&full, "img").unwrap();
+        let full = example("full.yaml"); // Shards mode, 2 shards per replica, 1..=8
+        assert_eq!(
+            spec_replicas(&full, None),
+            1,
+            "no decision yet: minReplicas"
+        );
+        let decided = ScalingStatus {
+            replicas: 3,
+            recommended: 3,
+            below_since: None,
+            below_max: None,
+            changed_at: None,
+        };
+        assert_eq!(spec_replicas(&full, Some(&decided)), 3);
+        let d = desired(&full, Some(&decided), "img").unwrap();
         assert_eq!(
             d.savepoints_uri.as_deref(),
             Some("s3://ara-savepoints/sales-enrichment")

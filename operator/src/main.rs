@@ -3,6 +3,7 @@
 mod admin;
 mod config;
 mod controller;
+mod kinesis;
 mod leader;
 mod metrics;
 mod opensearch;

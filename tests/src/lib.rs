@@ -48,6 +48,7 @@ pub fn stack_var(name: &str) -> Result<String> {
 
 pub mod cluster;
 pub mod faults;
+pub mod flow;
 pub mod opensearch_side;
 pub mod pipeline;
 

@@ -163,10 +163,17 @@ impl Fixture {
     }
 
     /// The fixture as a `StreamingEnrichment` named `sales` in the namespace of the fixture's
-    /// name (what the end-to-end tests apply); `extra` is more of its spec, two spaces in.
+    /// name (what the end-to-end tests apply); `extra` is more of its spec, two spaces in
+    /// (`replicas: 1` unless `extra` sets `replicas`).
     pub fn resource_yaml(&self, extra: &str) -> String {
         let c = &self.config;
         let os = &c.sinks.opensearch.spec;
+        // `extra` may set the replica count itself (a repeated key is an error in YAML).
+        let replicas = if extra.lines().any(|l| l.starts_with("  replicas:")) {
+            ""
+        } else {
+            "  replicas: 1\n"
+        };
         format!(
             r#"apiVersion: tributary.dev/v1alpha1
 kind: StreamingEnrichment
@@ -174,8 +181,7 @@ metadata:
   name: sales
   namespace: {ns}
 spec:
-  replicas: 1
-{extra}  storage: {{ size: 1Gi }}
+{replicas}{extra}  storage: {{ size: 1Gi }}
   aws:
     region: {region}
     kinesisEndpoint: {kinesis}
@@ -221,22 +227,25 @@ spec:
     /// (every namespace watched), then the namespace `<name>` with the credentials Secret the
     /// resource names, then `kubectl apply` of [`Fixture::resource_yaml`] with `extra`.
     pub fn install_and_apply(&self, extra: &str) -> Result<()> {
+        self.install_and_apply_with(&[], extra)
+    }
+
+    /// As [`Fixture::install_and_apply`], with more `helm install` arguments (`--set k=v`
+    /// pairs, for instance `--set replicaCount=2`). The namespace `<name>` and its Secret are
+    /// created before the chart is installed, so `watchNamespaces={<name>}` can be set (the
+    /// chart then writes its Role there).
+    pub fn install_and_apply_with(&self, helm_args: &[&str], extra: &str) -> Result<()> {
+        self.install_and_apply_yaml(helm_args, &self.resource_yaml(extra))
+    }
+
+    /// As [`Fixture::install_and_apply_with`], applying `yaml` (a whole resource manifest). The
+    /// operator watches the fixture's namespace only (`watchNamespaces`) and may read its
+    /// Secrets (`secretNamespaces`: the AWS credentials it observes the streams with): tests
+    /// that run side by side each install their own operator, and two operators reconciling one
+    /// resource would fight (each writes its own control token).
+    pub fn install_and_apply_yaml(&self, helm_args: &[&str], yaml: &str) -> Result<()> {
         use crate::cluster::{helm, kubectl, repo_root};
         let ns = &self.name;
-        let chart = repo_root().join("charts/tributary");
-        helm(&[
-            "install",
-            ns,
-            &chart.to_string_lossy(),
-            "--namespace",
-            &format!("{ns}-op"),
-            "--create-namespace",
-            "--set",
-            "logFormat=text",
-            "--wait",
-            "--timeout",
-            "3m",
-        ])?;
         kubectl(&["create", "namespace", ns])?;
         kubectl(&[
             "-n",
@@ -251,8 +260,27 @@ spec:
                 stack_var("S3_SECRET_ACCESS_KEY")?
             ),
         ])?;
+        let chart = repo_root().join("charts/tributary");
+        let operator_ns = format!("{ns}-op");
+        let chart = chart.to_string_lossy();
+        let mut args = vec![
+            "install",
+            ns.as_str(),
+            &chart,
+            "--namespace",
+            &operator_ns,
+            "--create-namespace",
+            "--set",
+            "logFormat=text",
+        ];
+        let scope = format!("watchNamespaces={{{ns}}}");
+        let secrets = format!("secretNamespaces={{{ns}}}");
+        args.extend(["--set", &scope, "--set", &secrets]);
+        args.extend_from_slice(helm_args);
+        args.extend(["--wait", "--timeout", "3m"]);
+        helm(&args)?;
         let path = std::env::temp_dir().join(format!("{ns}.yaml"));
-        std::fs::write(&path, self.resource_yaml(extra))?;
+        std::fs::write(&path, yaml)?;
         kubectl(&["apply", "-f", &path.to_string_lossy()])?;
         Ok(())
     }
@@ -277,6 +305,11 @@ spec:
             self.config.sources.addresses.stream.clone(),
             self.config.sources.sales.stream.clone(),
         ]
+    }
+
+    /// The Kinesis client the fixture puts with (for resharding in tests).
+    pub fn kinesis(&self) -> &aws_sdk_kinesis::Client {
+        &self.kinesis
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -55,10 +55,16 @@ fn rendered_chart_and_examples_pass_a_server_side_dry_run() -> Result<()> {
                 ensure!(count(kind) > 0, "no {kind} rendered");
             }
             // The leader Lease's Role always; the operator's rules in a ClusterRole, or in a
-            // Role per watched namespace and nothing cluster-wide.
+            // Role per watched namespace and nothing cluster-wide for the operator. The two
+            // ClusterRoles aggregated to the default edit and view roles grant it nothing.
             let (cluster, roles) = if cluster_wide { (1, 1) } else { (0, 2) };
             ensure!(
-                count("ClusterRole") == cluster && count("ClusterRoleBinding") == cluster,
+                rendered.contains("rbac.authorization.k8s.io/aggregate-to-edit: \"true\"")
+                    && rendered.contains("rbac.authorization.k8s.io/aggregate-to-view: \"true\""),
+                "{values:?}: no aggregated ClusterRoles"
+            );
+            ensure!(
+                count("ClusterRole") == cluster + 2 && count("ClusterRoleBinding") == cluster,
                 "{values:?}: {} ClusterRoles",
                 count("ClusterRole")
             );

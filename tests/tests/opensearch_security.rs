@@ -592,7 +592,7 @@ async fn runtime_sink_trusts_the_ca_file() -> Result<()> {
     let cfg = OpenSearchConfig {
         endpoint: url.clone(),
         username: Some(user.clone()),
-        password: Some(pw.clone()),
+        password: Some(tributary_crds::secret::Secret::new(pw.clone())),
         write_alias: index.clone(),
         bulk_max_bytes: 1 << 20,
         flush_interval: Duration::from_secs(1),

@@ -168,7 +168,34 @@ async fn operator_owns_template_bootstrap_rollover_and_deletion() -> Result<()> 
             .contains(&"tributary.dev/opensearch".to_string())
     );
 
-    // --- No rewrite when the hash matches: a hand edit that keeps _meta survives several passes.
+    // --- No rewrite of an up-to-date template: several passes (1 s apart) write nothing.
+    let written = || {
+        let out = kubectl(&[
+            "-n",
+            &ns,
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name},reason=IndexTemplateWritten"),
+            "-o",
+            "jsonpath={range .items[*]}x{.series.count} {end}",
+        ])?;
+        // One event per write, or a series of them (`x<count>`): the number of writes seen.
+        anyhow::Ok(
+            out.split_whitespace()
+                .map(|t| t.trim_start_matches('x').parse::<u64>().unwrap_or(1))
+                .sum::<u64>(),
+        )
+    };
+    let writes = written()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        written()? == writes,
+        "the operator rewrote an up-to-date template ({writes} -> {} writes)",
+        written()?
+    );
+
+    // --- Drift is judged on the live body: a hand edit that keeps _meta is reverted.
     let mut edited = t.clone();
     edited["priority"] = json!(201);
     os.ok(
@@ -177,14 +204,20 @@ async fn operator_owns_template_bootstrap_rollover_and_deletion() -> Result<()> 
         Some(edited),
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let t2 = os
-        .ok(Method::Get, &format!("/_index_template/{tname}"), None)
-        .await?;
-    ensure!(
-        t2["index_templates"][0]["index_template"]["priority"] == 201,
-        "the operator rewrote an up-to-date template"
-    );
+    eventually(
+        "the hand edit reverted",
+        Duration::from_secs(30),
+        || async {
+            let t2 = os
+                .ok(Method::Get, &format!("/_index_template/{tname}"), None)
+                .await?;
+            Ok(
+                (t2["index_templates"][0]["index_template"]["priority"] == t["priority"])
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
 
     // --- A change of the resource changes the hash and rewrites the template.
     kubectl(&[

@@ -33,22 +33,19 @@
 //! Needs `cargo xtask stack up` (with the node agent) and the binaries `cargo xtask test` builds.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::runtime::watcher;
 use tributary_crds::{OperationPhase, StreamingEnrichment, StreamingEnrichmentStatus};
 use tributary_runtime::r#gen::GenConfig;
 use tributary_tests::cluster::{admin_client, helm, kubectl};
 use tributary_tests::eventually;
+use tributary_tests::flow::{PodLog, watch_pods};
 use tributary_tests::pipeline::{Fixture, small};
 
-const STATE_ID_ANNOTATION: &str = "tributary.dev/state-id";
 /// How long one rescale (savepoint, scale down, restore, every replica committed) may take.
 const RESCALE_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -66,107 +63,6 @@ fn savepoints(fx: &Fixture) -> String {
         "  upgradeMode: LastState\n  savepoints: {{ uri: \"s3://{}/savepoints\" }}\n",
         fx.name
     )
-}
-
-/// What the pod watch saw: the job pods by state id, in the order the state ids appeared, and
-/// every moment at which pods of two state ids existed together.
-#[derive(Default, Debug)]
-struct PodLog {
-    /// (state id, every ordinal seen with it, every pod UID seen with it), in order of first
-    /// appearance.
-    epochs: Vec<(String, BTreeSet<u32>, BTreeSet<String>)>,
-    overlaps: Vec<String>,
-    events: usize,
-}
-
-impl PodLog {
-    fn observe(&mut self, live: &BTreeMap<String, JobPod>) {
-        self.events += 1;
-        let ids: BTreeSet<&String> = live.values().map(|p| &p.state_id).collect();
-        if ids.len() > 1 {
-            self.overlaps.push(format!("{live:?}"));
-        }
-        for p in live.values() {
-            match self.epochs.iter_mut().find(|(e, ..)| *e == p.state_id) {
-                Some((_, ordinals, uids)) => {
-                    ordinals.insert(p.ordinal);
-                    uids.insert(p.uid.clone());
-                }
-                None => self.epochs.push((
-                    p.state_id.clone(),
-                    BTreeSet::from([p.ordinal]),
-                    BTreeSet::from([p.uid.clone()]),
-                )),
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct JobPod {
-    state_id: String,
-    ordinal: u32,
-    uid: String,
-}
-
-/// A job pod of resource `sales`, by its name.
-fn job_pod(pod: &Pod) -> Option<(String, JobPod)> {
-    let name = pod.metadata.name.clone()?;
-    let ordinal = name.strip_prefix("sales-")?.parse().ok()?;
-    let state_id = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(STATE_ID_ANNOTATION))
-        .cloned()
-        .unwrap_or_default();
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    Some((
-        name,
-        JobPod {
-            state_id,
-            ordinal,
-            uid,
-        },
-    ))
-}
-
-/// Watch the namespace's job pods until aborted, recording into `log`.
-async fn watch_pods(api: Api<Pod>, log: Arc<Mutex<PodLog>>) {
-    let mut live: BTreeMap<String, JobPod> = BTreeMap::new();
-    let mut init: Option<BTreeMap<String, JobPod>> = None;
-    let mut stream = watcher(api, watcher::Config::default()).boxed();
-    while let Some(event) = stream.next().await {
-        let Ok(event) = event else {
-            // The watcher retries by itself (with a relist, reported as Init events).
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        match event {
-            watcher::Event::Init => init = Some(BTreeMap::new()),
-            watcher::Event::InitApply(pod) => {
-                if let (Some(m), Some((name, p))) = (init.as_mut(), job_pod(&pod)) {
-                    m.insert(name, p);
-                }
-            }
-            watcher::Event::InitDone => {
-                live = init.take().unwrap_or_default();
-                log.lock().unwrap_or_else(|e| e.into_inner()).observe(&live);
-            }
-            watcher::Event::Apply(pod) => {
-                if let Some((name, p)) = job_pod(&pod) {
-                    live.insert(name, p);
-                    log.lock().unwrap_or_else(|e| e.into_inner()).observe(&live);
-                }
-            }
-            watcher::Event::Delete(pod) => {
-                if let Some((name, ..)) = job_pod(&pod) {
-                    live.remove(&name);
-                    log.lock().unwrap_or_else(|e| e.into_inner()).observe(&live);
-                }
-            }
-        }
-    }
 }
 
 async fn status(api: &Api<StreamingEnrichment>) -> Result<StreamingEnrichmentStatus> {

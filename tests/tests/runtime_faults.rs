@@ -85,7 +85,7 @@ async fn failing_sinks_lose_and_duplicate_nothing_with_bounded_memory() -> Resul
         let s3_failures = sample(&metrics, "tributary_sink_failures_total{sink=\"s3\"}");
         ensure!(s3_failures > 0.0, "the S3 sink never failed:\n{metrics}");
         ensure!(
-            sample(&metrics, "tributary_outbox_lag") > 0.0,
+            sample(&metrics, "tributary_outbox_pending_entries") > 0.0,
             "nothing waits in the outbox while S3 is down"
         );
         s3.set_down(false).await;

@@ -208,15 +208,39 @@ fn check_agent_runs_this_build(ctx: &Ctx, built: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The operator's running pod: (pod IP, name).
+fn operator_pod(kubectl: &str, kubeconfig: &str) -> Option<(String, String)> {
+    let out = Command::new(kubectl)
+        .env("KUBECONFIG", kubeconfig)
+        .args(["-n", OPERATOR_NAMESPACE, "get", "pods"])
+        .args(["-l", "app.kubernetes.io/name=tributary-operator"])
+        .args(["--field-selector", "status.phase=Running", "-o"])
+        .arg("jsonpath={.items[0].status.podIP} {.items[0].metadata.name}")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ip, name) = text.trim().split_once(' ')?;
+    (!ip.is_empty()).then(|| (ip.to_string(), name.to_string()))
+}
+
 /// The demo's file in Prometheus's `file_sd` folder.
 const FILE_SD_NAME: &str = "tributary-demo.json";
 
-/// Make Prometheus scrape the job's pod (file-based discovery, re-read within seconds).
-fn register_with_prometheus(env: &[(String, String)], pod_ip: &str) {
+/// Make Prometheus scrape the job's pod and the operator's (file-based discovery, re-read within
+/// seconds), with the labels the chart's PodMonitors give them.
+fn register_with_prometheus(
+    env: &[(String, String)],
+    pod_ip: &str,
+    operator: Option<&(String, String)>,
+) {
     let Ok(dir) = var(env, "PROMETHEUS_FILE_SD_DIR") else {
         return;
     };
-    let body = report::file_sd_target(pod_ip, NAMESPACE, "sales-0").to_string();
+    let mut groups = vec![report::file_sd_job(pod_ip, NAMESPACE, "sales-0", "sales")];
+    if let Some((ip, pod)) = operator {
+        groups.push(report::file_sd_operator(ip, pod));
+    }
+    let body = serde_json::Value::Array(groups).to_string();
     let path = Path::new(&dir).join(FILE_SD_NAME);
     // Written aside and renamed: Prometheus never reads half a file.
     let tmp = path.with_extension("json.tmp");
@@ -301,6 +325,7 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
     )?;
     drop(beat);
     println!("  operator ready in namespace {OPERATOR_NAMESPACE}");
+    let operator_pod = operator_pod(&kubectl, &kubeconfig);
 
     step(
         5,
@@ -405,9 +430,10 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
         if pod_ip.is_empty() {
             pod_ip = pod_field(".status.podIP");
             if !pod_ip.is_empty() {
-                register_with_prometheus(&env, &pod_ip);
+                register_with_prometheus(&env, &pod_ip, operator_pod.as_ref());
                 println!(
-                    "  pod sales-0 runs at {pod_ip}; Prometheus scrapes its metrics from now on"
+                    "  pod sales-0 runs at {pod_ip}; Prometheus scrapes its metrics (and the \
+                     operator's) from now on"
                 );
             }
         }
@@ -462,7 +488,7 @@ pub fn run_demo(ctx: &Ctx) -> Result<()> {
         let m = String::from_utf8_lossy(&out.stdout).into_owned();
         let s3 = report::sample(&m, "tributary_sink_delivered_total{sink=\"s3\"}");
         let os = report::sample(&m, "tributary_sink_delivered_total{sink=\"opensearch\"}");
-        if s3 > 0.0 && s3 >= os && report::sample(&m, "tributary_outbox_lag") == 0.0 {
+        if s3 > 0.0 && s3 >= os && report::sample(&m, "tributary_outbox_pending_entries") == 0.0 {
             break m;
         }
         if Instant::now() > deadline {

@@ -11,14 +11,22 @@ pub const CRD_FILES: &[&str] = &[
     "charts/tributary/crds/streamingenrichments.yaml",
 ];
 
+/// The resource reference rendered from the CRD's schema, relative to the repository root.
+pub const REFERENCE_FILE: &str = "docs/reference.md";
+
 pub fn run(ctx: &Ctx) -> Result<()> {
     let yaml = tributary_crds::crds_yaml()?;
-    for rel in CRD_FILES {
+    let reference = tributary_crds::reference_md();
+    let files = CRD_FILES
+        .iter()
+        .map(|rel| (*rel, yaml.as_str()))
+        .chain([(REFERENCE_FILE, reference.as_str())]);
+    for (rel, text) in files {
         let path = ctx.repo.join(rel);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&path, &yaml)?;
+        std::fs::write(&path, text)?;
         println!("wrote {rel}");
     }
     Ok(())

@@ -37,9 +37,10 @@ enum Cmd {
         keep_stack: bool,
     },
     /// Test tooling: the local node agent (a kubelet stand-in running pods as local processes),
-    /// in the foreground. `stack up` starts one; see the README.
+    /// in the foreground. `stack up` starts one; see docs/development.md.
     NodeAgent(agent::Args),
-    /// Regenerate every generated file (CRD YAML and the chart's copy) from the Rust types.
+    /// Regenerate every generated file (CRD YAML, the chart's copy, docs/reference.md) from the Rust
+    /// types.
     Generate,
     /// Generate test data (`tributary-gen`) with the local stack's endpoints: `-- --help`.
     Gen(r#gen::Args),

@@ -9,10 +9,11 @@
 //!   here (`apt-get update`, then `apt-get install -y`, non-interactively); otherwise the command
 //!   fails at once naming every missing piece and the one command that installs them.
 //! - **Toolchains**, only those this machine will use now (see `Component::toolchains`): Go 1.26+
-//!   while a pinned Go binary is not built yet, Java 17+ (a JDK while OpenSearch is not installed),
+//!   while a pinned Go binary is not built yet and for `test` (it builds the Argo CD health
+//!   check's checker, `tests/argocd`), Java 17+ (a JDK while OpenSearch is not installed),
 //!   Maven while OpenSearch is not installed, Node 18+ and npm while the Kinesis servers are not
-//!   installed; rustfmt and clippy for `test`. A missing one is named with how to get it; they
-//!   are never installed here.
+//!   installed, and for `test` (the dashboards' type check); rustfmt and clippy for `test`. A
+//!   missing one is named with how to get it; they are never installed here.
 //! - **Mount namespaces**: the node agent runs every pod with `unshare --mount --uts`, which needs
 //!   root (or CAP_SYS_ADMIN); tried once with `true`.
 
@@ -33,6 +34,8 @@ pub struct Needs {
     pub build: bool,
     /// `cargo fmt` and `cargo clippy`.
     pub lint: bool,
+    /// Node and npm for the type check of the chart's Grafana dashboards (`tsc`, from npm).
+    pub dashboards: bool,
 }
 
 impl Needs {
@@ -40,21 +43,25 @@ impl Needs {
         stack: true,
         build: false,
         lint: false,
+        dashboards: false,
     };
     pub const BUILD: Self = Self {
         stack: false,
         build: true,
         lint: false,
+        dashboards: false,
     };
     pub const DEMO: Self = Self {
         stack: true,
         build: true,
         lint: false,
+        dashboards: false,
     };
     pub const TEST: Self = Self {
         stack: true,
         build: true,
         lint: true,
+        dashboards: true,
     };
 }
 
@@ -117,7 +124,7 @@ pub const PACKAGES: &[Package] = &[
     },
     Package {
         name: "prometheus",
-        why: "the stack's Prometheus server, /usr/bin/prometheus",
+        why: "the stack's Prometheus server, /usr/bin/prometheus (and promtool, which checks the chart's alerts)",
         build: false,
         probes: &[Probe::File("/usr/bin/prometheus")],
     },
@@ -566,9 +573,14 @@ pub fn ensure(ctx: &Ctx, needs: Needs, command: &str) -> Result<()> {
 
     let mut ok = Vec::new();
     let mut problems = Vec::new();
+    let mut node = needs.dashboards;
+    let mut npm = needs.dashboards;
     if needs.stack {
         let chains = stack::toolchains(ctx);
-        if chains.contains(&Toolchain::Go) {
+        node |= chains.contains(&Toolchain::Node);
+        npm |= chains.contains(&Toolchain::Npm);
+        // `test` also builds the Argo CD health check's checker (tests/tests/argocd.rs) with Go.
+        if chains.contains(&Toolchain::Go) || needs == Needs::TEST {
             check_go(&mut ok, &mut problems);
         }
         if chains.contains(&Toolchain::Java) || chains.contains(&Toolchain::Jdk) {
@@ -577,13 +589,13 @@ pub fn ensure(ctx: &Ctx, needs: Needs, command: &str) -> Result<()> {
         if chains.contains(&Toolchain::Maven) {
             check_command("mvn", Fix::Package("maven"), &mut ok, &mut problems);
         }
-        if chains.contains(&Toolchain::Node) {
-            check_node(&mut ok, &mut problems);
-        }
-        if chains.contains(&Toolchain::Npm) {
-            check_command("npm", Fix::Package("npm"), &mut ok, &mut problems);
-        }
         check_namespaces(&mut problems);
+    }
+    if node {
+        check_node(&mut ok, &mut problems);
+    }
+    if npm {
+        check_command("npm", Fix::Package("npm"), &mut ok, &mut problems);
     }
     if needs.lint {
         check_lint(&mut ok, &mut problems);

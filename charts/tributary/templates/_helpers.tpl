@@ -31,3 +31,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "tributary.controlKeySecret" -}}
 {{- default (printf "%s-control-key" (include "tributary.fullname" .)) .Values.controlKey.existingSecret -}}
 {{- end -}}
+
+{{- /*
+Whether a monitoring.coreos.com object is rendered: `enabled` is auto (when the cluster serves
+monitoring.coreos.com/v1; with `helm template`, pass --api-versions monitoring.coreos.com/v1),
+true (always) or false (never). Call with (dict "enabled" .Values... "root" $).
+*/ -}}
+{{- define "tributary.monitoringObject" -}}
+{{- $mode := toString .enabled -}}
+{{- if or (eq $mode "true") (and (eq $mode "auto") (.root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "tributary.podMonitors" -}}
+{{- include "tributary.monitoringObject" (dict "enabled" .Values.monitoring.podMonitors.enabled "root" .) -}}
+{{- end -}}

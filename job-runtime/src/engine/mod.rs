@@ -75,6 +75,10 @@ pub struct EngineConfig {
     pub max_held_sales: usize,
     /// Stop reading while the outbox holds this many undelivered entries.
     pub max_outbox_lag: u64,
+    /// Whether this replica writes the dead letters of undecodable dimension records. Every
+    /// replica reads the customers and addresses streams in full, so only one of them (ordinal
+    /// 0) writes and counts each; the others skip the record with a debug line.
+    pub dimension_dead_letters: bool,
 }
 
 impl EngineConfig {
@@ -88,6 +92,7 @@ impl EngineConfig {
             expire_interval: Duration::from_secs(1),
             max_held_sales: 50_000,
             max_outbox_lag: 2_000_000,
+            dimension_dead_letters: true,
         }
     }
 }
@@ -290,14 +295,14 @@ impl Core {
                 StreamRole::Customers => match decode_customer(&rec.data) {
                     Ok(c) => self.joiner.on_customer(c)?,
                     Err(e) => {
-                        self.undecodable(&batch, rec, e.reason(), e.to_string())?;
+                        self.undecodable_dimension(&batch, rec, e.reason(), e.to_string())?;
                         continue;
                     }
                 },
                 StreamRole::Addresses => match decode_address(&rec.data) {
                     Ok(a) => self.joiner.on_address(a)?,
                     Err(e) => {
-                        self.undecodable(&batch, rec, e.reason(), e.to_string())?;
+                        self.undecodable_dimension(&batch, rec, e.reason(), e.to_string())?;
                         continue;
                     }
                 },
@@ -389,6 +394,22 @@ impl Core {
             }
             Err(e) => self.undecodable(batch, rec, e.reason(), e.to_string()),
         }
+    }
+
+    /// An undecodable dimension record: dead-lettered by the one replica that writes them.
+    fn undecodable_dimension(
+        &mut self,
+        batch: &ShardBatch,
+        rec: &SourceRecord,
+        reason: &str,
+        detail: String,
+    ) -> Result<(), EngineError> {
+        if self.cfg.dimension_dead_letters {
+            return self.undecodable(batch, rec, reason, detail);
+        }
+        tracing::debug!(stream = %batch.stream, shard = %batch.shard_id, seq = %rec.sequence,
+            reason, "undecodable dimension record, dead-lettered by replica 0");
+        Ok(())
     }
 
     fn undecodable(
@@ -519,9 +540,8 @@ impl Core {
                 .join_waiting
                 .set(i64::try_from(pending).unwrap_or(i64::MAX));
         }
-        for (name, value) in self.state().properties() {
-            self.metrics.rocksdb.with_label_values(&[name]).set(value);
-        }
+        self.metrics
+            .set_state_properties(&self.state().properties());
     }
 }
 

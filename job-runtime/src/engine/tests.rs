@@ -323,3 +323,41 @@ fn a_finished_shard_is_committed_as_finished_and_bad_records_go_to_dead_letter()
     assert!(docs.is_empty());
     assert_eq!(dead, BTreeMap::from([("malformed_json".to_string(), 1)]));
 }
+
+#[test]
+fn only_the_dimension_writer_dead_letters_a_bad_dimension_record() {
+    // Every replica reads the dimension streams in full; only ordinal 0 writes their dead
+    // letters, so each bad record appears once however many replicas run.
+    for (writer, expected) in [(true, 1u64), (false, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = RocksState::open(dir.path()).unwrap();
+        let mut cfg = config();
+        cfg.dimension_dead_letters = writer;
+        let mut core = Core::new(state, cfg, Metrics::unregistered()).unwrap();
+        let b = batch(
+            StreamRole::Addresses,
+            "addresses",
+            vec![SourceRecord {
+                sequence: seq(3),
+                partition_key: "k".into(),
+                data: Bytes::from_static(b"{not json"),
+                arrival_ms: Some(5),
+            }],
+            Some(0),
+        );
+        core.apply_dimension(b).unwrap();
+        let c = core.commit().unwrap();
+        // The position advances either way: the record is handled, not retried.
+        assert_eq!(
+            c.positions[&("addresses".to_string(), "shard-0".to_string())],
+            Position::After(seq(3))
+        );
+        drop(core);
+        let (_, dead) = outputs(dir.path());
+        assert_eq!(
+            dead.values().sum::<u64>(),
+            expected,
+            "writer {writer}: {dead:?}"
+        );
+    }
+}

@@ -5,7 +5,8 @@
 //! engine whole ([`Control::Items`] / [`Control::Promos`]), which applies the changed rows in
 //! one commit. A bad file (unreadable, missing column) fails the scan: it is logged, counted
 //! (`tributary_reference_loads_total{outcome="bad_file"}`) and the previous snapshot stays in
-//! use. Bad rows are counted and written to dead-letter (`reference-rejected/...`, one object
+//! use. A table whose files hold more than [`MAX_TABLE_BYTES`] together is refused the same
+//! way (`outcome="too_large"`), before anything is read. Bad rows are counted and written to dead-letter (`reference-rejected/...`, one object
 //! per file version, so a re-scan rewrites it); the rest of the file loads. An empty prefix is
 //! a valid, empty snapshot (sales then wait for their item and dead-letter as `missing_item`).
 //! Rows that disappear from the files keep their last version in the state (a sale referencing
@@ -37,14 +38,27 @@ pub enum LoadError {
         key: String,
         message: String,
     },
+    #[error(
+        "{location}: {bytes} bytes of files, more than the {limit} bytes a reference table may \
+         hold in memory (split the data or filter it before it lands here)"
+    )]
+    TooLarge {
+        location: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error(transparent)]
     File(#[from] ReferenceError),
 }
+
+/// The most a table's files may hold together: each is read whole and parsed in memory.
+pub const MAX_TABLE_BYTES: u64 = 1 << 30;
 
 impl LoadError {
     fn outcome(&self) -> &'static str {
         match self {
             Self::List { .. } | Self::Get { .. } => "unreachable",
+            Self::TooLarge { .. } => "too_large",
             Self::File(_) => "bad_file",
         }
     }
@@ -68,6 +82,7 @@ async fn list(client: &Client, t: &Table) -> Result<Listing, LoadError> {
         format!("{}/", t.location.prefix)
     };
     let mut out = Vec::new();
+    let mut bytes: u64 = 0;
     let mut pages = client
         .list_objects_v2()
         .bucket(&t.location.bucket)
@@ -83,6 +98,14 @@ async fn list(client: &Client, t: &Table) -> Result<Listing, LoadError> {
             let Some(key) = o.key() else { continue };
             if key.ends_with('/') || o.size() == Some(0) && key.ends_with("_SUCCESS") {
                 continue;
+            }
+            bytes = bytes.saturating_add(o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0));
+            if bytes > MAX_TABLE_BYTES {
+                return Err(LoadError::TooLarge {
+                    location: t.location.to_string(),
+                    bytes,
+                    limit: MAX_TABLE_BYTES,
+                });
             }
             out.push((key.to_string(), o.e_tag().unwrap_or_default().to_string()));
         }

@@ -64,7 +64,7 @@ struct Inner {
 
 /// The savepoint control of one replica.
 pub struct SavepointControl {
-    token: Option<String>,
+    token: Option<tributary_crds::secret::Secret>,
     wiring: Wiring,
     inner: Mutex<Inner>,
 }
@@ -102,9 +102,9 @@ async fn wait_for(
 
 impl SavepointControl {
     /// `token`: the control token from the environment; without one every request is refused.
-    pub fn new(token: Option<String>, wiring: Wiring) -> Arc<Self> {
+    pub fn new(token: Option<tributary_crds::secret::Secret>, wiring: Wiring) -> Arc<Self> {
         Arc::new(Self {
-            token: token.filter(|t| !t.is_empty()),
+            token: token.filter(|t| !t.expose().is_empty()),
             wiring,
             inner: Mutex::new(Inner {
                 reports: BTreeMap::new(),
@@ -120,7 +120,12 @@ impl SavepointControl {
 
     /// Whether an `Authorization` header value carries this replica's token.
     pub fn authorized(&self, header: Option<&str>) -> bool {
-        bearer_ok(self.token.as_deref(), header)
+        bearer_ok(
+            self.token
+                .as_ref()
+                .map(tributary_crds::secret::Secret::expose),
+            header,
+        )
     }
 
     /// Whether the replica is paused after a `stopAfter` savepoint.

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::output::{OutputError, OutputRecord};
+use crate::report::Report;
 use crate::state::{OutboxReader, SinkCursor, StateError};
 
 /// Errors of a sink write; the loop retries them all (a write is idempotent per range).
@@ -36,8 +37,37 @@ pub enum SinkError {
     Output(#[from] OutputError),
     #[error("{0}")]
     Write(String),
+    /// A write the destination refused or could not take, with why (machine-readable).
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     #[error("the outbox reader task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+impl SinkError {
+    /// Why, machine-readable (`SinksHealthy`'s reason): `OpenSearchForbidden`,
+    /// `S3AccessDenied`, ... for errors of the destination, `WriteFailed` otherwise.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Refused { reason, .. } => reason,
+            Self::State(_) => "StateError",
+            Self::Output(_) => "OutboxUnreadable",
+            Self::Write(_) => "WriteFailed",
+            Self::Join(_) => "TaskFailed",
+        }
+    }
+}
+
+impl From<crate::objects::ObjectError> for SinkError {
+    fn from(e: crate::objects::ObjectError) -> Self {
+        Self::Refused {
+            reason: e.reason,
+            message: e.to_string(),
+        }
+    }
 }
 
 /// A range of outbox sequence numbers, both ends included.
@@ -102,6 +132,7 @@ async fn deliver<S: Sink>(
     range: Range,
     entries: Vec<(u64, Vec<u8>)>,
     metrics: &Metrics,
+    report: &Report,
     stop: &watch::Receiver<Drain>,
 ) -> Result<bool, SinkError> {
     let name = sink.name();
@@ -127,6 +158,7 @@ async fn deliver<S: Sink>(
         let started = Instant::now();
         match sink.write(range, records.clone()).await {
             Ok(()) => {
+                report.sink_ok(name);
                 metrics
                     .sink_write_seconds
                     .with_label_values(&[name])
@@ -134,6 +166,7 @@ async fn deliver<S: Sink>(
                 break;
             }
             Err(e) => {
+                report.sink_failed(name, e.reason(), e.to_string());
                 metrics.sink_failures.with_label_values(&[name]).inc();
                 tracing::warn!(sink = name, first = range.first, last = range.last, attempt,
                     error = %e, "sink write failed; retrying");
@@ -172,6 +205,7 @@ pub async fn run<S: Sink>(
     mut committed: watch::Receiver<u64>,
     cursor: watch::Sender<u64>,
     metrics: Metrics,
+    report: Report,
     mut stop: watch::Receiver<Drain>,
 ) -> Result<(), SinkError> {
     let name = sink.name();
@@ -197,7 +231,7 @@ pub async fn run<S: Sink>(
         let r = reader.clone();
         let entries = blocking(move || r.range(first, last)).await?;
         let range = Range { first, last };
-        if !deliver(&mut sink, &reader, range, entries, &metrics, &stop).await? {
+        if !deliver(&mut sink, &reader, range, entries, &metrics, &report, &stop).await? {
             return Ok(());
         }
         next = last + 1;
@@ -236,7 +270,7 @@ pub async fn run<S: Sink>(
             let entries = std::mem::take(&mut buffer);
             bytes = 0;
             since = None;
-            if !deliver(&mut sink, &reader, range, entries, &metrics, &stop).await? {
+            if !deliver(&mut sink, &reader, range, entries, &metrics, &report, &stop).await? {
                 return Ok(());
             }
             next = last + 1;
@@ -257,7 +291,7 @@ pub async fn run<S: Sink>(
                     _ => return Ok(()),
                 };
                 let entries = std::mem::take(&mut buffer);
-                deliver(&mut sink, &reader, Range { first, last }, entries, &metrics, &stop).await?;
+                deliver(&mut sink, &reader, Range { first, last }, entries, &metrics, &report, &stop).await?;
                 cursor.send_replace(last + 1);
                 return Ok(());
             },

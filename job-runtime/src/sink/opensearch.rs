@@ -22,7 +22,7 @@ use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::Url;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use opensearch::{BulkParts, OpenSearch};
-use prometheus::IntCounterVec;
+use prometheus::{Histogram, IntCounterVec};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
@@ -57,6 +57,9 @@ pub struct OpenSearchSink {
     dead_letter: DeadLetterWriter,
     /// `tributary_dead_letters_total`, counted by reason once the refused documents are written.
     dead_letters: Option<IntCounterVec>,
+    /// `tributary_sink_freshness_seconds{sink="opensearch"}`, observed per document OpenSearch
+    /// acknowledged.
+    freshness: Option<Histogram>,
 }
 
 /// Connection settings.
@@ -64,7 +67,7 @@ pub struct OpenSearchSink {
 pub struct OpenSearchConfig {
     pub endpoint: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<tributary_crds::secret::Secret>,
     pub write_alias: String,
     pub bulk_max_bytes: usize,
     pub flush_interval: Duration,
@@ -110,7 +113,7 @@ pub fn client(cfg: &OpenSearchConfig) -> Result<OpenSearch, SinkError> {
     let mut builder =
         TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(Duration::from_secs(60));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        builder = builder.auth(Credentials::Basic(u.clone(), p.clone()));
+        builder = builder.auth(Credentials::Basic(u.clone(), p.expose().to_string()));
     }
     if let Some(path) = &cfg.ca_cert_file {
         builder = builder.cert_validation(CertificateValidation::Full(read_ca(path)?));
@@ -126,7 +129,8 @@ enum Bulk {
     /// The outcome of every item, in request order.
     Items(Vec<ItemOutcome>),
     /// A whole-request failure worth retrying in place (429, 5xx, a lost connection).
-    Retry(String),
+    /// Worth retrying: why (machine-readable) and the message.
+    Retry(&'static str, String),
     /// `413 Payload Too Large`: the request (of this many bytes) exceeds the cluster's
     /// `http.max_content_length`; smaller requests may pass.
     TooLarge(usize),
@@ -179,6 +183,7 @@ impl OpenSearchSink {
             request_limit: cfg.bulk_max_bytes.max(1),
             dead_letter,
             dead_letters: None,
+            freshness: None,
         })
     }
 
@@ -187,6 +192,25 @@ impl OpenSearchSink {
     pub fn counting_dead_letters(mut self, counter: IntCounterVec) -> Self {
         self.dead_letters = Some(counter);
         self
+    }
+
+    /// Observe in `histogram` the seconds from each document's `sale_datetime` to the bulk
+    /// response that acknowledged it.
+    #[must_use]
+    pub fn measuring_freshness(mut self, histogram: Histogram) -> Self {
+        self.freshness = Some(histogram);
+        self
+    }
+
+    fn observe_acknowledged(&self, docs: &[&Document]) {
+        let Some(h) = &self.freshness else { return };
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        for t in docs.iter().filter_map(|d| d.sale_time()) {
+            // A sale dated in the future counts as fresh.
+            h.observe(now_us.saturating_sub(t.as_micros()).max(0) as f64 / 1e6);
+        }
     }
 
     /// One `_bulk` request.
@@ -207,12 +231,22 @@ impl OpenSearchSink {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Ok(Bulk::Retry(format!("bulk to {}: {e}", self.alias))),
+            Err(e) => {
+                return Ok(Bulk::Retry(
+                    "OpenSearchUnreachable",
+                    format!("bulk to {}: {e}", self.alias),
+                ));
+            }
         };
         let status = resp.status_code();
         let text = match resp.text().await {
             Ok(t) => t,
-            Err(e) => return Ok(Bulk::Retry(format!("bulk response: {e}"))),
+            Err(e) => {
+                return Ok(Bulk::Retry(
+                    "OpenSearchUnreachable",
+                    format!("bulk response: {e}"),
+                ));
+            }
         };
         if status.as_u16() == 413 {
             return Ok(Bulk::TooLarge(bytes));
@@ -220,10 +254,18 @@ impl OpenSearchSink {
         if !status.is_success() {
             let excerpt: String = text.chars().take(500).collect();
             let message = format!("bulk to {}: HTTP {status}: {excerpt}", self.alias);
+            let reason = match status.as_u16() {
+                429 => "OpenSearchThrottled",
+                401 => "OpenSearchUnauthorized",
+                403 => "OpenSearchForbidden",
+                404 => "OpenSearchAliasNotFound",
+                s if s >= 500 => "OpenSearchUnavailable",
+                _ => "OpenSearchRejected",
+            };
             if status.as_u16() == 429 || status.is_server_error() {
-                return Ok(Bulk::Retry(message));
+                return Ok(Bulk::Retry(reason, message));
             }
-            return Err(SinkError::Write(message));
+            return Err(SinkError::Refused { reason, message });
         }
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| SinkError::Write(format!("bulk response is not JSON: {e}")))?;
@@ -355,10 +397,10 @@ impl OpenSearchSink {
             let outcomes = match self.bulk(&pending).await? {
                 Bulk::Items(o) => o,
                 Bulk::TooLarge(bytes) => return Ok(Some(bytes)),
-                Bulk::Retry(message) => {
+                Bulk::Retry(reason, message) => {
                     attempt += 1;
                     if attempt > ITEM_RETRIES {
-                        return Err(SinkError::Write(message));
+                        return Err(SinkError::Refused { reason, message });
                     }
                     tracing::debug!(attempt, %message, "retrying the bulk request");
                     tokio::time::sleep(retry_delay(attempt)).await;
@@ -366,9 +408,10 @@ impl OpenSearchSink {
                 }
             };
             let mut retry = Vec::new();
+            let mut acknowledged = Vec::with_capacity(pending.len());
             for (doc, outcome) in pending.iter().zip(outcomes) {
                 match outcome {
-                    ItemOutcome::Ok => {}
+                    ItemOutcome::Ok => acknowledged.push(*doc),
                     ItemOutcome::Retry => retry.push(*doc),
                     ItemOutcome::Reject(reason) => refused.push(DeadLetterRecord {
                         reason: REJECTED.into(),
@@ -378,6 +421,7 @@ impl OpenSearchSink {
                     }),
                 }
             }
+            self.observe_acknowledged(&acknowledged);
             if !retry.is_empty() {
                 attempt += 1;
                 if attempt > ITEM_RETRIES {

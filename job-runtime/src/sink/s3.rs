@@ -27,9 +27,7 @@ pub async fn put_object(
     body: Vec<u8>,
     content_type: &str,
 ) -> Result<(), SinkError> {
-    crate::objects::put(client, bucket, key, body, content_type)
-        .await
-        .map_err(|e| SinkError::Write(e.to_string()))
+    Ok(crate::objects::put(client, bucket, key, body, content_type).await?)
 }
 
 /// The curated Parquet sink.

@@ -61,12 +61,14 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
     let (stop_tx, stop_rx) = watch::channel(Drain::Normal);
     let sink = Recorder::default();
     *sink.fail_first.lock().unwrap() = 2;
+    let report = crate::report::Report::default();
     let task = tokio::spawn(run(
         sink.clone(),
         state.outbox_reader(),
         committed_rx,
         cursor_tx,
         Metrics::unregistered(),
+        report.clone(),
         stop_rx,
     ));
     // More entries while the sink runs.
@@ -89,6 +91,13 @@ async fn delivers_every_committed_entry_once_in_contiguous_ranges_despite_failur
         next = range.last + 1;
     }
     assert_eq!(next, 80);
+    // Two failed attempts, then a success: healthy again, and listed.
+    let sinks = report.snapshot(Default::default()).sinks;
+    assert_eq!(sinks.len(), 1);
+    assert_eq!(
+        (sinks[0].name.as_str(), sinks[0].healthy),
+        ("recorder", true)
+    );
     let cursor = state.outbox_reader().cursor("recorder").unwrap().unwrap();
     assert_eq!(
         cursor,
@@ -126,6 +135,7 @@ async fn an_interrupted_range_is_written_again_as_it_was() {
         committed_rx,
         cursor_tx,
         Metrics::unregistered(),
+        crate::report::Report::default(),
         stop_rx,
     )
     .await

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the Kinesis sources. One [`SourceMetrics`] is registered once and cloned
 //! into every source and shard reader (prometheus metrics are shared handles).
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// `outcome` label values of `tributary_source_requests_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +25,9 @@ impl Outcome {
 
 #[derive(Clone, Debug)]
 pub struct SourceMetrics {
-    /// `tributary_source_millis_behind_latest{stream,shard}`.
-    pub millis_behind_latest: IntGaugeVec,
+    /// `tributary_source_behind_latest_seconds{stream,shard}` (Kinesis' `MillisBehindLatest`
+    /// in seconds).
+    pub behind_latest: GaugeVec,
     /// `tributary_source_records_total{stream}`.
     pub records_total: IntCounterVec,
     /// `tributary_source_requests_total{stream,outcome}`.
@@ -41,9 +42,9 @@ impl SourceMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = Self {
-            millis_behind_latest: IntGaugeVec::new(
+            behind_latest: GaugeVec::new(
                 Opts::new(
-                    "tributary_source_millis_behind_latest",
+                    "tributary_source_behind_latest_seconds",
                     "How far the last read of a shard was behind the tip of the stream",
                 ),
                 &["stream", "shard"],
@@ -74,7 +75,7 @@ impl SourceMetrics {
                 &["stream"],
             )?,
         };
-        registry.register(Box::new(metrics.millis_behind_latest.clone()))?;
+        registry.register(Box::new(metrics.behind_latest.clone()))?;
         registry.register(Box::new(metrics.records_total.clone()))?;
         registry.register(Box::new(metrics.requests_total.clone()))?;
         registry.register(Box::new(metrics.shards_finished_total.clone()))?;
@@ -96,9 +97,9 @@ impl SourceMetrics {
 
     pub(crate) fn behind(&self, stream: &str, shard: &str, millis: Option<i64>) {
         if let Some(ms) = millis {
-            self.millis_behind_latest
+            self.behind_latest
                 .with_label_values(&[stream, shard])
-                .set(ms);
+                .set(ms as f64 / 1000.0);
         }
     }
 
@@ -107,12 +108,12 @@ impl SourceMetrics {
             .with_label_values(&[stream])
             .inc();
         // A finished shard is never read again: drop its series.
-        let _ = self
-            .millis_behind_latest
-            .remove_label_values(&[stream, shard]);
+        let _ = self.behind_latest.remove_label_values(&[stream, shard]);
     }
 
     pub(crate) fn set_reading(&self, stream: &str, n: usize) {
+        // A zero for the stream before its first closed shard, so rates have a series.
+        self.shards_finished_total.with_label_values(&[stream]);
         self.shards_reading
             .with_label_values(&[stream])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -138,7 +139,7 @@ mod tests {
             .map(|f| f.name().to_string())
             .collect();
         for want in [
-            "tributary_source_millis_behind_latest",
+            "tributary_source_behind_latest_seconds",
             "tributary_source_records_total",
             "tributary_source_requests_total",
             "tributary_source_shards_finished_total",

@@ -36,7 +36,7 @@ pub struct BuildInputs {
     /// The state the replicas run on, and the savepoint to restore when it is new.
     pub state: StateConfig,
     /// The resource's control token; `None` when the operator has no control key (no Secret).
-    pub control_token: Option<String>,
+    pub control_token: Option<tributary_crds::secret::Secret>,
 }
 
 impl BuildInputs {
@@ -129,8 +129,8 @@ pub fn build(se: &StreamingEnrichment, inputs: &BuildInputs) -> Result<Children,
         pdb: pdb::build(name, namespace, &owner),
         control_secret: inputs
             .control_token
-            .as_deref()
-            .map(|t| control_secret::build(name, namespace, &owner, t)),
+            .as_ref()
+            .map(|t| control_secret::build(name, namespace, &owner, t.expose())),
         config_map,
         config_hash,
     })
@@ -190,7 +190,7 @@ mod tests {
             replicas,
             job_replicas: replicas.max(1),
             state: StateConfig::default(),
-            control_token: Some("t0ken".into()),
+            control_token: Some(tributary_crds::secret::Secret::new("t0ken")),
         }
     }
 
@@ -552,6 +552,25 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn a_job_pod_without_resources_gets_bounded_defaults() {
+        let c = build_example("minimal.yaml", 1);
+        let pod = c
+            .statefulset
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let r = pod.containers[0].resources.as_ref().unwrap();
+        let requests = r.requests.as_ref().unwrap();
+        assert_eq!(requests["cpu"].0, "500m");
+        assert_eq!(requests["memory"].0, "1Gi");
+        assert_eq!(r.limits.as_ref().unwrap()["memory"].0, "2Gi");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tributary_crds::control::{
-    RESUME_PATH, SAVEPOINTS_PATH, STATE_PATH, SavepointCheck, SavepointReport, SavepointRequest,
-    StateReport,
+    PipelineReport, RESUME_PATH, SAVEPOINTS_PATH, STATE_PATH, STATUS_PATH, SavepointCheck,
+    SavepointReport, SavepointRequest, StateReport,
 };
 
 use super::upgrade::{CheckSeen, Part, StateSeen};
@@ -158,6 +158,25 @@ impl Client {
         let req = self.http.post(self.url(ip, RESUME_PATH)).bearer_auth(token);
         let answer = self.send(what.clone(), req).await?;
         expect_success(what, answer)
+    }
+
+    /// `GET /status`: the replica's own report of its sources and sinks.
+    pub async fn pipeline(&self, ip: &str) -> Result<PipelineReport, String> {
+        let what = format!("GET {STATUS_PATH} on {ip}");
+        match self
+            .send(what.clone(), self.http.get(self.url(ip, STATUS_PATH)))
+            .await
+        {
+            Ok((s, body)) if (200..300).contains(&s) => serde_json::from_slice(&body)
+                .map_err(|source| Error::Decode { what, source }.to_string()),
+            Ok((status, body)) => Err(Error::Status {
+                what,
+                status,
+                body: excerpt(&body),
+            }
+            .to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// `GET /state`, as the flow sees it.

@@ -49,14 +49,17 @@ fn context(api: &FakeApi, port: u16, key: Option<&[u8]>) -> Arc<Context> {
             instance: Some("test".into()),
         },
     );
-    Arc::new(Context::with_control_port(
-        client,
-        config,
-        Arc::new(Metrics::new().unwrap()),
-        recorder,
-        key.map(<[u8]>::to_vec),
-        port,
-    ))
+    Arc::new(
+        Context::with_control_port(
+            client,
+            config,
+            Arc::new(Metrics::new().unwrap()),
+            recorder,
+            key.map(<[u8]>::to_vec),
+            port,
+        )
+        .without_streams(),
+    )
 }
 
 struct Setup {

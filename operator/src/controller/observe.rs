@@ -14,11 +14,14 @@ use super::build::{names, selector_string};
 use super::control;
 use super::upgrade::{self, CheckSeen, JobPod, Needs, Observed, Part, StateSeen};
 use tributary_crds::OperationPhase;
+use tributary_crds::control::PipelineReport;
 
-/// What was observed: the StatefulSet as the server has it, and the flow's view.
+/// What was observed: the StatefulSet as the server has it, the flow's view, and each running
+/// replica's own report (`GET /status`; the error when it did not answer).
 pub struct Observation {
     pub statefulset: Option<StatefulSet>,
     pub flow: Observed,
+    pub pipelines: BTreeMap<u32, Result<PipelineReport, String>>,
 }
 
 /// Refusals of the control token, by `namespace/name/savepoint/ordinal`: a `POST` answered
@@ -157,7 +160,21 @@ pub async fn observe(
             flow.states = futures::future::join_all(asks).await.into_iter().collect();
         }
     }
-    Ok(Observation { statefulset, flow })
+    // Every replica that runs reports on its own sources and sinks.
+    let reports = pods
+        .iter()
+        .filter(|p| !p.terminating)
+        .filter_map(|p| Some((p.ordinal, p.ip.clone()?)))
+        .map(|(o, ip)| async move { (o, control.pipeline(&ip).await) });
+    let pipelines = futures::future::join_all(reports)
+        .await
+        .into_iter()
+        .collect();
+    Ok(Observation {
+        statefulset,
+        flow,
+        pipelines,
+    })
 }
 
 #[cfg(test)]

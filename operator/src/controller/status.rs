@@ -6,7 +6,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tributary_crds::conditions::{ConditionType, ConditionUpdate, set_condition};
+use std::collections::BTreeMap;
+
+use tributary_crds::conditions::{ConditionType, ConditionUpdate, get_condition, set_condition};
+use tributary_crds::control::{ComponentReport, PipelineReport};
 use tributary_crds::{StreamingEnrichment, StreamingEnrichmentStatus};
 
 use super::build::{labels::MANAGER, selector_string};
@@ -185,6 +188,253 @@ pub fn compute(
     status
 }
 
+/// How long a replica's source or sink must have been failing before the resource reports it:
+/// a write that fails once and succeeds on its retry is the normal life of a pipeline.
+pub const FAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// What a look at the streams found, written when the operator looked in this pass:
+/// `shards`, `closedShards`, `sourcesObservedAt`.
+pub fn streams(
+    status: &mut StreamingEnrichmentStatus,
+    seen: Option<&crate::kinesis::Observation>,
+    now: &Time,
+) {
+    let Some(seen) = seen else { return };
+    if let Some(c) = seen.shards {
+        status.shards = Some(c.open);
+        status.closed_shards = Some(c.closed);
+    }
+    status.sources_observed_at = Some(now.clone());
+}
+
+/// A fault a replica reported, once it is older than [`FAULT_GRACE`].
+fn lasting(c: &ComponentReport, now: &Time) -> bool {
+    if c.healthy {
+        return false;
+    }
+    let since = c
+        .since
+        .as_deref()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    since.is_none_or(|t| now.0.duration_since(t).unsigned_abs() >= FAULT_GRACE)
+}
+
+/// The replicas' health: `SourcesHealthy` (the operator's own look at the streams first, then
+/// what the replicas hit), `SinksHealthy`, and `Ready` only while both hold. With `volatile`,
+/// also the figures that change with the data (`deadLetters`, `behindLatestSeconds`), which are
+/// written at the streams' pace so a busy pipeline does not rewrite its status on every pass.
+pub fn pipeline(
+    status: &mut StreamingEnrichmentStatus,
+    se: &StreamingEnrichment,
+    operator_view: Option<&crate::kinesis::Health>,
+    reports: &BTreeMap<u32, Result<PipelineReport, String>>,
+    volatile: bool,
+    now: &Time,
+) {
+    use crate::kinesis::Health;
+    let generation = se.metadata.generation;
+    // Faults that lasted, as (replica, component, reason, message).
+    let faults = |pick: fn(&PipelineReport) -> &Vec<ComponentReport>| {
+        reports
+            .iter()
+            .filter_map(|(o, r)| Some((o, r.as_ref().ok()?)))
+            .flat_map(|(o, r)| pick(r).iter().map(move |c| (*o, c)))
+            .filter(|(_, c)| lasting(c, now))
+            .map(|(o, c)| {
+                (
+                    c.reason.clone().unwrap_or_else(|| "Failing".into()),
+                    format!(
+                        "replica {o}, {}: {}",
+                        c.name,
+                        c.message.clone().unwrap_or_default()
+                    ),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let source_faults = faults(|r| &r.sources);
+    let sink_faults = faults(|r| &r.sinks);
+    let ended: Vec<String> = reports
+        .iter()
+        .filter_map(|(o, r)| Some((o, r.as_ref().ok()?)))
+        .flat_map(|(o, r)| r.ended.iter().map(move |e| format!("replica {o}: {e}")))
+        .collect();
+    let answered = reports.values().filter(|r| r.is_ok()).count();
+
+    let sources = match (operator_view, source_faults.first()) {
+        (Some(Health::Unhealthy { reason, message }), _) => ConditionUpdate::new(
+            ConditionType::SourcesHealthy,
+            false,
+            *reason,
+            message.clone(),
+        ),
+        (_, Some((reason, message))) => ConditionUpdate::new(
+            ConditionType::SourcesHealthy,
+            false,
+            reason.clone(),
+            message.clone(),
+        ),
+        (Some(Health::Unknown { reason, message }), None) => {
+            ConditionUpdate::unknown(ConditionType::SourcesHealthy, *reason, message.clone())
+        }
+        (Some(Health::Healthy), None) => ConditionUpdate::new(
+            ConditionType::SourcesHealthy,
+            true,
+            "StreamsActive",
+            match status.shards {
+                Some(n) => format!(
+                    "every stream exists and is active; the sales stream has {n} open shard(s)"
+                ),
+                None => "every stream exists and is active".to_string(),
+            },
+        ),
+        (None, None) => ConditionUpdate::unknown(
+            ConditionType::SourcesHealthy,
+            "NotObserved",
+            "the operator has not looked at the streams yet",
+        ),
+    };
+    let sources_ok = sources.status == tributary_crds::conditions::ConditionStatus::True;
+    set_condition(&mut status.conditions, sources, generation, now);
+
+    let sinks = if let Some(task) = ended.first() {
+        ConditionUpdate::new(
+            ConditionType::SinksHealthy,
+            false,
+            "TaskEnded",
+            format!("{task} (the pod's /healthz fails until it restarts)"),
+        )
+    } else if let Some((reason, message)) = sink_faults.first() {
+        ConditionUpdate::new(
+            ConditionType::SinksHealthy,
+            false,
+            reason.clone(),
+            message.clone(),
+        )
+    } else if answered == 0 {
+        ConditionUpdate::unknown(
+            ConditionType::SinksHealthy,
+            "NoReplicaReports",
+            if reports.is_empty() {
+                "no job pod runs".to_string()
+            } else {
+                format!(
+                    "no replica answered GET /status: {}",
+                    reports
+                        .values()
+                        .filter_map(|r| r.as_ref().err())
+                        .next()
+                        .cloned()
+                        .unwrap_or_default()
+                )
+            },
+        )
+    } else {
+        ConditionUpdate::new(
+            ConditionType::SinksHealthy,
+            true,
+            "Delivering",
+            format!("{answered} replica(s) deliver to every sink"),
+        )
+    };
+    let sinks_ok = sinks.status != tributary_crds::conditions::ConditionStatus::False;
+    let sink_reason = (!sinks_ok).then(|| (sinks.reason.clone(), sinks.message.clone()));
+    set_condition(&mut status.conditions, sinks, generation, now);
+
+    // Ready means the pipeline works, not only that its pods run.
+    let ready =
+        get_condition(&status.conditions, ConditionType::Ready).is_some_and(|c| c.status == "True");
+    if ready {
+        let source_fault = source_faults.first().cloned().or(match operator_view {
+            Some(Health::Unhealthy { reason, message }) => {
+                Some(((*reason).to_string(), message.clone()))
+            }
+            _ => None,
+        });
+        let why = match (sink_reason.clone(), source_fault) {
+            (Some((r, m)), _) => Some((format!("Sinks{r}"), m)),
+            (None, Some((r, m))) if !sources_ok => Some((format!("Sources{r}"), m)),
+            _ => None,
+        };
+        if let Some((reason, message)) = why {
+            overrule(
+                status,
+                se,
+                ConditionUpdate::new(ConditionType::Ready, false, reason, message),
+                now,
+            );
+        }
+    }
+    // A fault that lasts needs a human (a denied policy, a missing bucket or stream, a sink that
+    // cannot be reached): Degraded says so, unless the flow already reports something.
+    let degraded_already = get_condition(&status.conditions, ConditionType::Degraded)
+        .is_some_and(|c| c.status == "True");
+    if !degraded_already {
+        let lasting_fault = sink_reason.clone().or_else(|| {
+            (!sources_ok).then(|| {
+                get_condition(&status.conditions, ConditionType::SourcesHealthy)
+                    .filter(|c| c.status == "False")
+                    .map(|c| (c.reason.clone(), c.message.clone()))
+            })?
+        });
+        if let Some((reason, message)) = lasting_fault {
+            overrule(
+                status,
+                se,
+                ConditionUpdate::new(ConditionType::Degraded, true, reason, message),
+                now,
+            );
+        }
+    }
+
+    if volatile && answered > 0 {
+        let mut dead: BTreeMap<String, u64> = BTreeMap::new();
+        let mut behind: BTreeMap<String, i64> = BTreeMap::new();
+        for r in reports.values().filter_map(|r| r.as_ref().ok()) {
+            for (k, v) in &r.dead_letters {
+                *dead.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &r.behind_latest_seconds {
+                #[allow(clippy::cast_possible_truncation)]
+                let secs = v.round() as i64;
+                let e = behind.entry(k.clone()).or_default();
+                *e = (*e).max(secs);
+            }
+        }
+        status.dead_letters = dead;
+        status.behind_latest_seconds = behind;
+    }
+}
+
+/// Set a condition the status step computed a moment before in this pass: when the resource's
+/// previous status had it at the same status, its transition time is kept (the status step's
+/// value in between was never written).
+fn overrule(
+    status: &mut StreamingEnrichmentStatus,
+    se: &StreamingEnrichment,
+    update: ConditionUpdate,
+    now: &Time,
+) {
+    let type_ = update.type_;
+    let wanted = update.status.as_str();
+    set_condition(&mut status.conditions, update, se.metadata.generation, now);
+    let before = se
+        .status
+        .as_ref()
+        .and_then(|s| get_condition(&s.conditions, type_))
+        .filter(|c| c.status == wanted)
+        .map(|c| c.last_transition_time.clone());
+    if let (Some(t), Some(c)) = (
+        before,
+        status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == type_.as_str()),
+    ) {
+        c.last_transition_time = t;
+    }
+}
+
 /// The IndexTemplateReady condition from the OpenSearch pass (`None`: not managed), and
 /// Degraded when the failure needs a human (401/403, a template owned by someone else).
 pub fn opensearch(
@@ -308,6 +558,35 @@ pub async fn apply(
     Ok(())
 }
 
+/// A reconcile that failed: `Degraded=True` with reason `ReconcileFailed` and the error, on the
+/// server's latest conditions (never a cached status: the upgrade flow's fields must not be
+/// overwritten with older ones). A merge patch of the conditions alone, guarded by the
+/// resourceVersion it was computed from; the next successful pass computes Degraded again.
+pub async fn failed(
+    api: &Api<StreamingEnrichment>,
+    name: &str,
+    message: &str,
+    now: &Time,
+) -> Result<(), kube::Error> {
+    let Some(fresh) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let mut conditions = fresh.status.clone().unwrap_or_default().conditions;
+    set_condition(
+        &mut conditions,
+        ConditionUpdate::new(ConditionType::Degraded, true, "ReconcileFailed", message),
+        fresh.metadata.generation,
+        now,
+    );
+    let patch = json!({
+        "metadata": { "resourceVersion": fresh.metadata.resource_version },
+        "status": { "conditions": conditions },
+    });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +634,162 @@ mod tests {
                 replicas,
                 ..Default::default()
             },
+        }
+    }
+
+    fn component(name: &str, fault: Option<(&str, i64)>) -> ComponentReport {
+        ComponentReport {
+            name: name.into(),
+            healthy: fault.is_none(),
+            reason: fault.map(|(r, _)| r.to_string()),
+            message: fault.map(|(r, _)| format!("{r} happened")),
+            since: fault.map(|(_, at)| t(at).0.to_string()),
+        }
+    }
+
+    fn replica(
+        sink_fault: Option<(&str, i64)>,
+        source_fault: Option<(&str, i64)>,
+    ) -> PipelineReport {
+        PipelineReport {
+            sources: vec![component("sales", source_fault)],
+            sinks: vec![component("opensearch", sink_fault), component("s3", None)],
+            dead_letters: BTreeMap::from([("missing_item".to_string(), 2)]),
+            behind_latest_seconds: BTreeMap::from([("sales".to_string(), 3.4)]),
+            ..Default::default()
+        }
+    }
+
+    /// The status step, then the pipeline step, as a reconcile runs them at time 100.
+    fn with_reports(
+        reports: BTreeMap<u32, Result<PipelineReport, String>>,
+        view: Option<&crate::kinesis::Health>,
+    ) -> StreamingEnrichmentStatus {
+        let se = example("minimal.yaml");
+        let mut s = compute(
+            &se,
+            None,
+            &applied("h1"),
+            Some(&sts(2, 2, 2, true)),
+            &t(100),
+        );
+        pipeline(&mut s, &se, view, &reports, true, &t(100));
+        s
+    }
+
+    #[test]
+    fn ready_only_while_the_sinks_and_sources_work() {
+        use crate::kinesis::Health;
+        let healthy = Health::Healthy;
+        // Both replicas healthy: Ready, and the figures summed.
+        let s = with_reports(
+            BTreeMap::from([(0, Ok(replica(None, None))), (1, Ok(replica(None, None)))]),
+            Some(&healthy),
+        );
+        assert!(is_true(&s.conditions, ConditionType::Ready));
+        assert!(is_true(&s.conditions, ConditionType::SinksHealthy));
+        assert!(is_true(&s.conditions, ConditionType::SourcesHealthy));
+        assert_eq!(s.dead_letters.get("missing_item"), Some(&4));
+        assert_eq!(s.behind_latest_seconds.get("sales"), Some(&3));
+
+        // A sink refused for longer than the grace: SinksHealthy=False with its reason, not
+        // Ready; a fresh failure (inside the grace) does not count yet.
+        let s = with_reports(
+            BTreeMap::from([
+                (0, Ok(replica(Some(("OpenSearchForbidden", 10)), None))),
+                (1, Ok(replica(Some(("S3AccessDenied", 95)), None))),
+            ]),
+            Some(&healthy),
+        );
+        let sinks = get_condition(&s.conditions, ConditionType::SinksHealthy).unwrap();
+        assert_eq!(
+            (sinks.status.as_str(), sinks.reason.as_str()),
+            ("False", "OpenSearchForbidden")
+        );
+        assert!(
+            sinks.message.contains("replica 0, opensearch"),
+            "{}",
+            sinks.message
+        );
+        let ready = get_condition(&s.conditions, ConditionType::Ready).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SinksOpenSearchForbidden")
+        );
+        let degraded = get_condition(&s.conditions, ConditionType::Degraded).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "OpenSearchForbidden")
+        );
+
+        // The operator's view of the streams wins; a replica's source fault counts too.
+        let missing = Health::Unhealthy {
+            reason: "StreamNotFound",
+            message: "sources.customers stream x does not exist".into(),
+        };
+        let s = with_reports(
+            BTreeMap::from([(0, Ok(replica(None, None)))]),
+            Some(&missing),
+        );
+        let src = get_condition(&s.conditions, ConditionType::SourcesHealthy).unwrap();
+        assert_eq!(
+            (src.status.as_str(), src.reason.as_str()),
+            ("False", "StreamNotFound")
+        );
+        assert!(!is_true(&s.conditions, ConditionType::Ready));
+        let s = with_reports(
+            BTreeMap::from([(0, Ok(replica(None, Some(("AccessDenied", 0)))))]),
+            Some(&healthy),
+        );
+        let src = get_condition(&s.conditions, ConditionType::SourcesHealthy).unwrap();
+        assert_eq!(
+            (src.status.as_str(), src.reason.as_str()),
+            ("False", "AccessDenied")
+        );
+        let ready = get_condition(&s.conditions, ConditionType::Ready).unwrap();
+        assert_eq!(ready.reason, "SourcesAccessDenied");
+
+        // An ended task is a failed sink; no answer at all is Unknown and does not block Ready.
+        let mut ended = replica(None, None);
+        ended.ended = vec!["sink opensearch: ended".into()];
+        let s = with_reports(BTreeMap::from([(0, Ok(ended))]), Some(&healthy));
+        let sinks = get_condition(&s.conditions, ConditionType::SinksHealthy).unwrap();
+        assert_eq!(sinks.reason, "TaskEnded");
+        let s = with_reports(BTreeMap::from([(0, Err("refused".into()))]), Some(&healthy));
+        let sinks = get_condition(&s.conditions, ConditionType::SinksHealthy).unwrap();
+        assert_eq!(
+            (sinks.status.as_str(), sinks.reason.as_str()),
+            ("Unknown", "NoReplicaReports")
+        );
+        assert!(is_true(&s.conditions, ConditionType::Ready));
+    }
+
+    #[test]
+    fn a_lasting_fault_keeps_its_transition_times_across_passes() {
+        use crate::kinesis::Health;
+        let mut se = example("minimal.yaml");
+        let reports = BTreeMap::from([(0, Ok(replica(Some(("S3AccessDenied", 10)), None)))]);
+        let pass = |se: &StreamingEnrichment, at: i64| {
+            let mut s = compute(se, None, &applied("h1"), Some(&sts(2, 2, 2, true)), &t(at));
+            pipeline(&mut s, se, Some(&Health::Healthy), &reports, true, &t(at));
+            s
+        };
+        let first = pass(&se, 100);
+        se.status = Some(first.clone());
+        let second = pass(&se, 200);
+        for type_ in [
+            ConditionType::Ready,
+            ConditionType::Degraded,
+            ConditionType::SinksHealthy,
+        ] {
+            let a = get_condition(&first.conditions, type_).unwrap();
+            let b = get_condition(&second.conditions, type_).unwrap();
+            assert_eq!(a.last_transition_time, t(100), "{type_:?}");
+            assert_eq!(
+                b.last_transition_time,
+                t(100),
+                "{type_:?} moved without a flip"
+            );
         }
     }
 

@@ -3,7 +3,8 @@
 
 use tributary_crds::document_id::DocumentIdTemplate;
 use tributary_crds::quantity;
-use tributary_crds::{StreamingEnrichmentSpec, UpgradeMode};
+use tributary_crds::spec::{OpenSearchAuthKind, ReaderKind};
+use tributary_crds::{ScalingMode, StreamingEnrichmentSpec, UpgradeMode};
 
 /// Everything wrong with a spec, each problem one readable sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +17,8 @@ pub struct InvalidSpec {
 /// cluster's `http.max_content_length` and heap pressure.
 const BULK_MIN: u64 = 1 << 20;
 const BULK_MAX: u64 = 100 << 20;
+/// Registered enhanced fan-out consumers per Kinesis stream.
+const MAX_CONSUMERS: i32 = 20;
 
 pub fn validate(spec: &StreamingEnrichmentSpec) -> Result<(), InvalidSpec> {
     let mut problems = Vec::new();
@@ -36,11 +39,46 @@ pub fn validate(spec: &StreamingEnrichmentSpec) -> Result<(), InvalidSpec> {
         }
     }
 
+    // Enhanced fan-out: one consumer per replica, and Kinesis allows 20 per stream.
+    let most_replicas = match spec.scaling.mode {
+        ScalingMode::Manual => spec.replicas.unwrap_or(1),
+        ScalingMode::Shards => spec.scaling.max_replicas,
+    };
+    for (name, source) in [
+        ("customers", &s.customers),
+        ("addresses", &s.addresses),
+        ("sales", &s.sales),
+    ] {
+        if source.reader == ReaderKind::EnhancedFanOut && most_replicas > MAX_CONSUMERS {
+            problems.push(format!(
+                "sources.{name}: enhanced fan-out registers one consumer per replica and a \
+                 stream has at most {MAX_CONSUMERS}, but up to {most_replicas} replicas may run"
+            ));
+        }
+    }
+
     if spec.join.max_wait.as_millis() == 0 {
         problems.push("join.maxWait must be greater than 0".into());
     }
 
     let os = &spec.sinks.opensearch;
+    let plain = os.endpoint.to_ascii_lowercase().starts_with("http://");
+    let basic =
+        os.auth.kind == OpenSearchAuthKind::Basic || os.template.admin_credentials.is_some();
+    if plain && basic && !os.allow_credentials_over_plain_http {
+        problems.push(format!(
+            "sinks.opensearch: Basic credentials would go to {} in clear text; use https, or set \
+             sinks.opensearch.allowCredentialsOverPlainHttp: true (a local or test cluster only)",
+            os.endpoint
+        ));
+    }
+    if os.auth.kind == OpenSearchAuthKind::SigV4 {
+        problems.push(
+            "sinks.opensearch.auth.type SigV4 is not supported yet: requests would go unsigned; \
+             use Basic, or None behind a signing proxy"
+                .into(),
+        );
+    }
     if let Err(e) = DocumentIdTemplate::parse(&os.document_id) {
         problems.push(format!("sinks.opensearch.documentId: {e}"));
     }
@@ -107,5 +145,32 @@ mod tests {
         );
         assert!(msg.contains("unknown field \"sku\""), "{msg}");
         assert!(msg.contains("bulkMaxBytes"), "{msg}");
+    }
+
+    #[test]
+    fn credentials_never_go_in_clear_text_unless_asked_and_sigv4_is_refused() {
+        let mut se = example("full.yaml"); // Basic auth over https
+        se.spec.sinks.opensearch.endpoint = "http://search.internal:9200".into();
+        let msg = validate(&se.spec).unwrap_err().to_string();
+        assert!(msg.contains("in clear text"), "{msg}");
+        se.spec.sinks.opensearch.allow_credentials_over_plain_http = true;
+        validate(&se.spec).unwrap();
+
+        let mut se = example("full.yaml");
+        se.spec.sinks.opensearch.auth = tributary_crds::OpenSearchAuth {
+            kind: OpenSearchAuthKind::SigV4,
+            ..Default::default()
+        };
+        let msg = validate(&se.spec).unwrap_err().to_string();
+        assert!(msg.contains("SigV4 is not supported yet"), "{msg}");
+    }
+
+    #[test]
+    fn enhanced_fan_out_needs_a_consumer_per_replica_within_the_limit() {
+        let mut se = example("full.yaml"); // sales on enhanced fan-out, Shards mode up to 8
+        validate(&se.spec).unwrap();
+        se.spec.scaling.max_replicas = 21;
+        let msg = validate(&se.spec).unwrap_err().to_string();
+        assert!(msg.contains("sources.sales: enhanced fan-out"), "{msg}");
     }
 }

@@ -1,8 +1,10 @@
 //! The composable index template, built from the document schema in `tributary_crds::document`.
 //!
 //! `_meta` carries who manages the template, the builder's version and a hash of the normalised
-//! body: the operator compares hashes and writes only when they differ, so two operators (or
-//! restarts) never flap a template, and a template someone else made is never overwritten
+//! body. The operator compares the live template itself with the desired one, both normalised
+//! ([`normalised`]: OpenSearch answers with settings as strings and may add empty fields), and
+//! writes only when they differ: a hand edit that keeps `_meta` is reverted, while two operators
+//! (or restarts) never flap a template. A template someone else made is never overwritten
 //! without `adopt`.
 
 use serde_json::{Value, json};
@@ -136,12 +138,58 @@ pub fn decide(se: &StreamingEnrichment, desired: &Value, live: Option<&Value>) -
             },
         };
     }
-    let live_hash = meta.and_then(|m| m.get("hash")).and_then(Value::as_str);
-    if ours && live_hash == desired["_meta"]["hash"].as_str() {
+    if ours && normalised(live) == normalised(desired) {
         Decision::UpToDate
     } else {
         Decision::Update
     }
+}
+
+/// A template body as comparable text: every scalar as a string (OpenSearch returns `"1"` for `1` and `"true"` for `true` in settings), settings
+/// flattened to dotted keys (`index.number_of_shards`, however they were nested), and empty
+/// `composed_of` dropped (OpenSearch adds it).
+pub fn normalised(body: &Value) -> String {
+    fn scalars(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), scalars(v))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(scalars).collect()),
+            Value::Number(n) => Value::String(n.to_string()),
+            Value::Bool(b) => Value::String(b.to_string()),
+            other => other.clone(),
+        }
+    }
+    fn flatten(prefix: &str, v: &Value, out: &mut serde_json::Map<String, Value>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut b = body.clone();
+    if b["composed_of"].as_array().is_some_and(Vec::is_empty)
+        && let Some(m) = b.as_object_mut()
+    {
+        m.remove("composed_of");
+    }
+    let mut b = scalars(&b);
+    if let Some(settings) = b.pointer("/template/settings").cloned() {
+        let mut flat = serde_json::Map::new();
+        flatten("", &settings, &mut flat);
+        b["template"]["settings"] = Value::Object(flat);
+    }
+    canonical(&b)
 }
 
 #[cfg(test)]
@@ -248,5 +296,28 @@ mod tests {
         adopt.spec.sinks.opensearch.template.adopt = true;
         assert_eq!(decide(&adopt, &desired, Some(&foreign)), Decision::Update);
         assert_eq!(decide(&adopt, &desired, Some(&other)), Decision::Update);
+    }
+
+    #[test]
+    fn the_live_body_is_judged_not_its_recorded_hash() {
+        let se = example("full.yaml");
+        let desired = build(&se);
+        // What OpenSearch answers for the same template: settings as strings, flattened or
+        // not, and an empty composed_of.
+        let mut answered = desired.clone();
+        answered["composed_of"] = json!([]);
+        answered["template"]["settings"] = json!({"index": {
+            "number_of_shards": desired["template"]["settings"]["index"]["number_of_shards"].to_string(),
+            "number_of_replicas": desired["template"]["settings"]["index"]["number_of_replicas"].to_string(),
+            "mapping.ignore_malformed": "true",
+        }});
+        assert_eq!(decide(&se, &desired, Some(&answered)), Decision::UpToDate);
+        // A hand edit that keeps _meta (and so its hash) is drift.
+        let mut edited = answered.clone();
+        edited["priority"] = json!(201);
+        assert_eq!(decide(&se, &desired, Some(&edited)), Decision::Update);
+        let mut edited = answered;
+        edited["template"]["settings"]["index"]["number_of_replicas"] = json!("5");
+        assert_eq!(decide(&se, &desired, Some(&edited)), Decision::Update);
     }
 }

@@ -8,7 +8,8 @@
 //! [`volumes`]), each pod gets an address of its own in 127.0.0.0/8 ([`ipam`]), probes drive
 //! readiness and restarts ([`probe`], [`backoff`]), and the Pod status reports it all
 //! ([`status`]). Security contexts, resource limits, init containers, image pulls and
-//! `kubectl logs`/`exec` are not implemented; the README says what is and where the logs are.
+//! `kubectl logs`/`exec` are not implemented; docs/development.md says what is and where the logs
+//! are.
 
 mod backoff;
 mod container;

@@ -15,8 +15,10 @@ use crate::parquet_rows;
 
 /// The read alias the operator creates (`sinks.opensearch.readAlias`' default).
 pub const READ_ALIAS: &str = "ara-sales";
-/// The label Prometheus gives the demo's job (`file_sd` target written by the demo).
-pub const PROMETHEUS_JOB: &str = "tributary-demo";
+/// The `job` labels of the demo's `file_sd` targets: those the chart's PodMonitors give, so the
+/// chart's alerts and dashboards (`docs/metrics.md`) read the demo's series as they are.
+pub const PROMETHEUS_JOB: &str = "tributary-job";
+pub const PROMETHEUS_OPERATOR_JOB: &str = "tributary-operator";
 /// How many Parquet files are listed.
 const LISTED_FILES: usize = 3;
 
@@ -324,15 +326,29 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// The graphs of the demo's Prometheus link.
+pub fn demo_graphs() -> Vec<String> {
+    let job = format!("job=\"{PROMETHEUS_JOB}\"");
+    vec![
+        format!("sum(rate(tributary_documents_out_total{{{job}}}[30s]))"),
+        format!("sum by (sink) (tributary_sink_delivered_total{{{job}}})"),
+        format!("max by (stream) (tributary_source_behind_latest_seconds{{{job}}})"),
+        format!(
+            "histogram_quantile(0.99, sum by (le) (rate(tributary_sink_freshness_seconds_bucket{{{job}, sink=\"opensearch\"}}[1m])))"
+        ),
+        format!("tributary_pipeline_ready{{job=\"{PROMETHEUS_OPERATOR_JOB}\"}}"),
+    ]
+}
+
 /// A Prometheus graph page with one panel per expression, over the last 15 minutes.
-pub fn prometheus_graph_url(base: &str, exprs: &[&str]) -> String {
+pub fn prometheus_graph_url<S: AsRef<str>>(base: &str, exprs: &[S]) -> String {
     let panels: Vec<String> = exprs
         .iter()
         .enumerate()
         .map(|(i, e)| {
             format!(
                 "g{i}.expr={}&g{i}.tab=0&g{i}.range_input=15m",
-                url_encode(e)
+                url_encode(e.as_ref())
             )
         })
         .collect();
@@ -355,12 +371,21 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// The Prometheus `file_sd` entry that makes Prometheus scrape the demo's job.
-pub fn file_sd_target(pod_ip: &str, namespace: &str, pod: &str) -> Value {
-    json!([{
+/// A job pod in Prometheus' `file_sd` format, with the labels the chart's PodMonitor gives it.
+pub fn file_sd_job(pod_ip: &str, namespace: &str, pod: &str, pipeline: &str) -> Value {
+    json!({
         "targets": [format!("{pod_ip}:9249")],
-        "labels": { "job": PROMETHEUS_JOB, "namespace": namespace, "pod": pod }
-    }])
+        "labels": { "job": PROMETHEUS_JOB, "namespace": namespace, "pod": pod, "pipeline": pipeline }
+    })
+}
+
+/// The operator's pod in `file_sd` format. No `namespace` target label: the operator's
+/// `tributary_pipeline_*` series carry the resource's (the PodMonitor honours it).
+pub fn file_sd_operator(pod_ip: &str, pod: &str) -> Value {
+    json!({
+        "targets": [format!("{pod_ip}:8080")],
+        "labels": { "job": PROMETHEUS_OPERATOR_JOB, "pod": pod }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,27 +628,22 @@ pub fn print(i: &Inputs) {
                 .map(str::to_string)
         });
         let scraped = match up.as_deref() {
-            Some("1") => "scraping the job now",
+            Some("1") => "scraping the job and the operator now",
             Some(_) => "the job's target is down",
             None => "no sample of the job yet",
         };
         println!(
-            "  Prometheus  {prom}  ({scraped}; job=\"{PROMETHEUS_JOB}\"), documents/s and \
-             deliveries by sink:"
+            "  Prometheus  {prom}  ({scraped}; job=\"{PROMETHEUS_JOB}\" and \
+             job=\"{PROMETHEUS_OPERATOR_JOB}\"): documents/s, deliveries by sink, the furthest \
+             shard behind, freshness p99 in OpenSearch and the resource's Ready condition:"
         );
         println!(
             "              {}",
-            prometheus_graph_url(
-                prom,
-                &[
-                    &format!(
-                        "rate(tributary_documents_out_total{{job=\"{PROMETHEUS_JOB}\"}}[30s])"
-                    ),
-                    &format!(
-                        "sum by (sink) (tributary_sink_delivered_total{{job=\"{PROMETHEUS_JOB}\"}})"
-                    ),
-                ]
-            )
+            prometheus_graph_url(prom, &demo_graphs())
+        );
+        println!(
+            "              the metrics: docs/metrics.md; the chart's Grafana dashboards: \
+             charts/tributary/dashboards/"
         );
     }
     println!("  the job     {}", i.metrics_url);
@@ -676,7 +696,11 @@ process_cpu_seconds_total 3.25
             19600.0
         );
         assert_eq!(sample(METRICS, "process_cpu_seconds_total"), 3.25);
-        assert_eq!(sample(METRICS, "tributary_outbox_lag"), 0.0, "absent is 0");
+        assert_eq!(
+            sample(METRICS, "tributary_outbox_pending_entries"),
+            0.0,
+            "absent is 0"
+        );
         assert_eq!(samples(METRICS, "tributary_dead_letters_total").len(), 4);
     }
 
@@ -835,8 +859,24 @@ process_cpu_seconds_total 3.25
             "http://127.0.0.1:9090/graph?g0.expr=up&g0.tab=0&g0.range_input=15m&\
              g1.expr=rate%28x%5B1m%5D%29&g1.tab=0&g1.range_input=15m"
         );
-        let t = file_sd_target("127.0.1.1", "analytics", "sales-0");
-        assert_eq!(t[0]["targets"][0], "127.0.1.1:9249");
-        assert_eq!(t[0]["labels"]["job"], PROMETHEUS_JOB);
+        let t = file_sd_job("127.0.1.1", "analytics", "sales-0", "sales");
+        assert_eq!(t["targets"][0], "127.0.1.1:9249");
+        assert_eq!(t["labels"]["job"], PROMETHEUS_JOB);
+        assert_eq!(t["labels"]["pipeline"], "sales");
+        let o = file_sd_operator("127.0.1.2", "tributary-abc");
+        assert_eq!(o["targets"][0], "127.0.1.2:8080");
+        assert!(o["labels"].get("namespace").is_none());
+        // Every graph names a metric the binaries register.
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+                .unwrap();
+        for g in demo_graphs() {
+            let metric = g
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|w| w.starts_with("tributary_"))
+                .unwrap();
+            let base = metric.trim_end_matches("_bucket");
+            assert!(doc.contains(&format!("`{base}`")), "{base} of {g}");
+        }
     }
 }

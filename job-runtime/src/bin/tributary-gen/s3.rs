@@ -25,7 +25,7 @@ pub struct S3Args {
     #[arg(long, env = "S3_ACCESS_KEY_ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
     #[arg(long, env = "S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
+    pub s3_secret_access_key: Option<tributary_crds::secret::Secret>,
 }
 
 async fn client(args: &S3Args) -> Client {
@@ -34,7 +34,7 @@ async fn client(args: &S3Args) -> Client {
     if let (Some(id), Some(secret)) = (&args.s3_access_key_id, &args.s3_secret_access_key) {
         loader = loader.credentials_provider(Credentials::new(
             id.clone(),
-            secret.clone(),
+            secret.expose().to_string(),
             None,
             None,
             "tributary-gen",

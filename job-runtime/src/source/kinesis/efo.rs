@@ -1,9 +1,12 @@
 //! The enhanced fan-out shard reader: SubscribeToShard and its event stream.
 //!
 //! - The consumer is registered once per source ([`ensure_consumer`]: DescribeStreamConsumer,
-//!   RegisterStreamConsumer when missing, then DescribeStreamConsumer until ACTIVE). Replicas
-//!   racing to register it all end up with the same consumer (ResourceInUse is "someone else is
-//!   registering it").
+//!   RegisterStreamConsumer when missing, then DescribeStreamConsumer until ACTIVE). Each replica
+//!   has its own consumer (`<consumerName>-<ordinal>`, see
+//!   [`tributary_crds::spec::StreamSource::replica_consumer`]): a second SubscribeToShard of one
+//!   shard through one consumer would take over the first. A restarted replica finds its consumer
+//!   registered (ResourceInUse while it is still being registered); the operator deregisters the
+//!   consumers of ordinals a rescale removed.
 //! - A subscription starts at the planned position, and after the first one at
 //!   AFTER_SEQUENCE_NUMBER of the last `ContinuationSequenceNumber` seen (or the last record sent),
 //!   so resubscribing neither skips nor repeats records. Kinesis ends subscriptions after five

@@ -37,6 +37,7 @@ use super::assign::Assignment;
 use super::coordination::Coordination;
 use super::metrics::{Outcome, SourceMetrics};
 use super::{Position, Positions, ShardBatch, SourceRecord, StreamRole};
+use crate::report::Report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KinesisError {
@@ -96,6 +97,26 @@ impl Default for SourceSettings {
             backoff_max: Duration::from_secs(10),
             subscription_max: None,
             consumer_active_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Kinesis' limit of GetRecords calls per second and shard, shared by every reader of the shard.
+pub const GET_RECORDS_PER_SHARD_PER_SECOND: u32 = 5;
+
+impl SourceSettings {
+    /// The settings for a stream whose every shard `readers` processes poll (the dimension
+    /// streams: every replica reads them in full). The intervals between two GetRecords calls of
+    /// one shard grow with the readers, so all of them together stay within
+    /// [`GET_RECORDS_PER_SHARD_PER_SECOND`]: with N readers each waits at least N/5 s between
+    /// calls, and at least that long when idle.
+    pub fn for_readers(&self, readers: u32) -> Self {
+        let readers = readers.max(1);
+        let fair = Duration::from_secs(1) * readers / GET_RECORDS_PER_SHARD_PER_SECOND;
+        Self {
+            min_poll_interval: self.min_poll_interval.max(fair),
+            idle_interval: self.idle_interval.max(fair),
+            ..self.clone()
         }
     }
 }
@@ -192,6 +213,8 @@ pub struct SourceContext {
     /// Receives, after each planning, the shards being read or waiting to be read (not the
     /// finished ones, not other replicas'): the engine's barrier waits for all of them.
     pub active: Option<watch::Sender<Option<BTreeSet<String>>>>,
+    /// Where the readers' health and lag go (`GET /status`).
+    pub report: Report,
 }
 
 /// A running source.
@@ -264,6 +287,7 @@ pub fn spawn(
         positions: ctx.positions,
         batches: ctx.batches,
         metrics: ctx.metrics,
+        report: ctx.report.clone(),
         coordination: ctx.coordination,
         active_tx: ctx.active,
         cancel: cancel.clone(),
@@ -275,7 +299,21 @@ pub fn spawn(
         ended: BTreeSet::new(),
         tasks: JoinSet::new(),
     };
-    let task = tokio::spawn(controller.run());
+    let report = ctx.report;
+    let watched = cancel.clone();
+    let role = config.role;
+    let task = tokio::spawn(async move {
+        let result = controller.run().await;
+        // Ending without being stopped leaves the stream unread: the pod is not healthy.
+        if !watched.is_cancelled() {
+            let why = match &result {
+                Ok(()) => "ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            report.ended(format!("source {}: {why}", role.as_str()));
+        }
+        result
+    });
     Ok(SourceHandle {
         stream,
         cancel,
@@ -306,6 +344,7 @@ pub struct ReaderCtx {
     pub metrics: SourceMetrics,
     pub cancel: CancellationToken,
     pub settings: Arc<SourceSettings>,
+    pub report: Report,
 }
 
 impl ReaderCtx {
@@ -340,8 +379,12 @@ impl ReaderCtx {
         self.metrics.records(&self.label, n);
         if end {
             self.metrics.shard_finished(&self.label, &self.shard_id);
+            self.report
+                .source_shard_done(self.role.as_str(), &self.shard_id);
         } else {
             self.metrics.behind(&self.label, &self.shard_id, behind);
+            self.report
+                .source_ok(self.role.as_str(), &self.shard_id, behind);
         }
         Ok(())
     }
@@ -369,6 +412,18 @@ impl ReaderCtx {
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
         let class = classify(err.code());
+        if let Some(reason) = fault_reason(class, err) {
+            self.report.source_failed(
+                self.role.as_str(),
+                &self.shard_id,
+                reason,
+                format!(
+                    "{op} on {}: {}",
+                    self.label,
+                    aws_sdk_kinesis::error::DisplayErrorContext(err)
+                ),
+            );
+        }
         let outcome = match class {
             ErrorClass::Throttled => Outcome::Throttled,
             ErrorClass::ExpiredIterator => Outcome::ExpiredIterator,
@@ -389,6 +444,27 @@ impl ReaderCtx {
 
     fn backoff(&self) -> Backoff {
         Backoff::new(self.settings.backoff_base, self.settings.backoff_max)
+    }
+}
+
+/// What a failed call says about the stream's health (`GET /status`): `None` for the normal
+/// life of a reader (throttling, expired iterators, a subscription in use).
+fn fault_reason<E, R>(
+    class: ErrorClass,
+    err: &aws_sdk_kinesis::error::SdkError<E, R>,
+) -> Option<&'static str>
+where
+    E: ProvideErrorMetadata,
+{
+    use aws_sdk_kinesis::error::SdkError;
+    match class {
+        ErrorClass::Throttled | ErrorClass::ExpiredIterator | ErrorClass::InUse => None,
+        ErrorClass::NotFound => Some("StreamNotFound"),
+        ErrorClass::Denied => Some("AccessDenied"),
+        ErrorClass::Transient => Some(match err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => "KinesisUnreachable",
+            _ => "KinesisError",
+        }),
     }
 }
 
@@ -467,6 +543,7 @@ struct Controller {
     positions: watch::Receiver<Positions>,
     batches: mpsc::Sender<ShardBatch>,
     metrics: SourceMetrics,
+    report: Report,
     coordination: Option<Arc<Coordination>>,
     cancel: CancellationToken,
     active_tx: Option<watch::Sender<Option<BTreeSet<String>>>>,
@@ -543,6 +620,7 @@ impl Controller {
                     match list_shards(&self.client, &self.stream_ref).await {
                         Ok(shards) => {
                             self.metrics.request(&self.label, Outcome::Ok);
+                            self.report.source_ok(self.role.as_str(), "*", None);
                             list_backoff.reset();
                             next_list = Instant::now() + self.settings.relist_interval;
                             self.shards = shards
@@ -565,6 +643,18 @@ impl Controller {
                         }
                         Err(e) => {
                             self.metrics.request(&self.label, Outcome::Error);
+                            if let Some(reason) = fault_reason(classify(e.code()), &e) {
+                                self.report.source_failed(
+                                    self.role.as_str(),
+                                    "*",
+                                    reason,
+                                    format!(
+                                        "ListShards on {}: {}",
+                                        self.label,
+                                        aws_sdk_kinesis::error::DisplayErrorContext(&e)
+                                    ),
+                                );
+                            }
                             tracing::error!(
                                 stream = %self.label,
                                 "ListShards failed (is the stream there?): {}",
@@ -686,6 +776,7 @@ impl Controller {
             metrics: self.metrics.clone(),
             cancel: self.cancel.child_token(),
             settings: self.settings.clone(),
+            report: self.report.clone(),
         };
         self.running.insert(shard.clone());
         match self.consumer_arn.clone() {

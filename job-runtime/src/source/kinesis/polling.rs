@@ -140,7 +140,9 @@ async fn read(ctx: &ReaderCtx) -> Result<(), ReaderExit> {
                     iterator = Some(current);
                     ctx.sleep(backoff.next_delay()).await?;
                 }
-                ErrorClass::NotFound => ctx.sleep(backoff.next_delay()).await?,
+                ErrorClass::NotFound | ErrorClass::Denied => {
+                    ctx.sleep(backoff.next_delay()).await?
+                }
                 ErrorClass::Transient => {
                     // The iterator stays valid for five minutes; a renewal on the next failure
                     // would be as good, but keeping it avoids a GetShardIterator per blip.

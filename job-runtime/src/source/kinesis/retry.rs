@@ -13,6 +13,9 @@ pub enum ErrorClass {
     NotFound,
     /// A subscription to the shard is already open (enhanced fan-out): back off and retry.
     InUse,
+    /// The credentials or the policy do not allow the call: report and retry (a fixed policy
+    /// takes effect without a restart).
+    Denied,
     /// Anything else (network, 5xx, timeouts): back off and retry.
     Transient,
 }
@@ -30,6 +33,13 @@ pub fn classify(code: Option<&str>) -> ErrorClass {
         Some("ExpiredIteratorException") => ErrorClass::ExpiredIterator,
         Some("ResourceNotFoundException") => ErrorClass::NotFound,
         Some("ResourceInUseException") => ErrorClass::InUse,
+        Some(
+            "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "ExpiredTokenException"
+            | "KMSAccessDeniedException",
+        ) => ErrorClass::Denied,
         _ => ErrorClass::Transient,
     }
 }

@@ -187,7 +187,7 @@ fn container(se: &StreamingEnrichment, name: &str, inputs: &BuildInputs) -> Cont
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        resources: spec.resources.clone(),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         // Restoring a large state can take minutes: the startup probe gives it 10 minutes
         // before liveness starts counting.
         startup_probe: Some(probe("/healthz", 5, 120)),
@@ -351,4 +351,22 @@ fn env_vars(se: &StreamingEnrichment, name: &str) -> Vec<EnvVar> {
         }
     }
     vars
+}
+
+/// The job pod's resources when the resource names none: a pod without requests is scheduled
+/// anywhere and evicted first, and one without a memory limit can take the node's memory.
+fn default_resources() -> k8s_openapi::api::core::v1::ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let q = |v: &str| Quantity(v.to_string());
+    k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(
+            [
+                ("cpu".to_string(), q("500m")),
+                ("memory".to_string(), q("1Gi")),
+            ]
+            .into(),
+        ),
+        limits: Some([("memory".to_string(), q("2Gi"))].into()),
+        ..Default::default()
+    }
 }

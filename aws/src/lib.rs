@@ -1,4 +1,5 @@
-//! AWS clients (Kinesis, S3) from the job configuration.
+//! AWS clients (Kinesis, S3) from a resource's `spec.aws` and stream sources, for the job runtime
+//! and for the operator (which observes the streams with the same rules as the job).
 //!
 //! Credentials: when the operator wired a Secret into the pod, `AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY` (plus an optional `AWS_SESSION_TOKEN`) are set and used as static
@@ -14,10 +15,13 @@
 
 use std::time::Duration;
 
+pub use aws_credential_types::Credentials;
+pub use aws_sdk_kinesis as kinesis;
+pub use aws_sdk_s3 as s3;
+
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
 use tributary_crds::job_config::env;
 use tributary_crds::spec::{AwsSpec, StreamSource};
 
@@ -66,19 +70,6 @@ async fn sdk_config(region: &str, credentials: Option<Credentials>) -> SdkConfig
     loader.load().await
 }
 
-/// The region and endpoint a stream is reached at: the source's overrides, else the shared ones.
-pub fn kinesis_target<'a>(
-    aws: &'a AwsSpec,
-    source: &'a StreamSource,
-) -> (&'a str, Option<&'a str>) {
-    let region = source.region.as_deref().unwrap_or(&aws.region);
-    let endpoint = source
-        .endpoint
-        .as_deref()
-        .or(aws.kinesis_endpoint.as_deref());
-    (region, endpoint)
-}
-
 /// A Kinesis client for one configured stream (credentials from the environment, see the module).
 pub async fn kinesis_client(aws: &AwsSpec, source: &StreamSource) -> aws_sdk_kinesis::Client {
     kinesis_client_with(aws, source, env_credentials()).await
@@ -90,7 +81,7 @@ pub async fn kinesis_client_with(
     source: &StreamSource,
     credentials: Option<Credentials>,
 ) -> aws_sdk_kinesis::Client {
-    let (region, endpoint) = kinesis_target(aws, source);
+    let (region, endpoint) = aws.kinesis_target(source);
     let shared = sdk_config(region, credentials).await;
     let mut builder = aws_sdk_kinesis::config::Builder::from(&shared);
     if let Some(endpoint) = endpoint {
@@ -162,11 +153,11 @@ mod tests {
             ..AwsSpec::default()
         };
         assert_eq!(
-            kinesis_target(&aws, &source(None, None)),
+            aws.kinesis_target(&source(None, None)),
             ("eu-west-1", Some("http://shared:1"))
         );
         assert_eq!(
-            kinesis_target(&aws, &source(Some("us-east-2"), Some("http://own:2"))),
+            aws.kinesis_target(&source(Some("us-east-2"), Some("http://own:2"))),
             ("us-east-2", Some("http://own:2"))
         );
     }
