@@ -34,13 +34,16 @@ pub const LEASE_NAME: &str = "tributary-operator-leader";
 /// The label every operator pod of the chart carries.
 pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=tributary-operator";
 
+/// One state id's run: (state id, every ordinal seen with it, every pod UID seen with it).
+pub type Epoch = (String, BTreeSet<u32>, BTreeSet<String>);
+
 /// What the pod watch saw: the job pods by state id, in the order the state ids appeared, and
 /// every moment at which pods of two state ids existed together.
 #[derive(Default, Debug)]
 pub struct PodLog {
     /// (state id, every ordinal seen with it, every pod UID seen with it), in order of first
     /// appearance.
-    pub epochs: Vec<(String, BTreeSet<u32>, BTreeSet<String>)>,
+    pub epochs: Vec<Epoch>,
     pub overlaps: Vec<String>,
     pub events: usize,
 }
@@ -65,14 +68,6 @@ impl PodLog {
                 )),
             }
         }
-    }
-
-    /// The epochs as (state id, ordinals), without the UIDs.
-    pub fn epochs_by_ordinal(&self) -> Vec<(String, BTreeSet<u32>)> {
-        self.epochs
-            .iter()
-            .map(|(id, o, _)| (id.clone(), o.clone()))
-            .collect()
     }
 }
 
@@ -658,7 +653,7 @@ impl LiveJob {
     }
 
     /// A copy of what the pod watch recorded so far.
-    pub fn pod_log(&self) -> (Vec<(String, BTreeSet<u32>, BTreeSet<String>)>, Vec<String>) {
+    pub fn pod_log(&self) -> (Vec<Epoch>, Vec<String>) {
         let l = self.pods.lock().unwrap_or_else(|e| e.into_inner());
         (l.epochs.clone(), l.overlaps.clone())
     }

@@ -188,10 +188,14 @@ fn monitoring_objects(args: &[&str]) -> Result<(usize, usize, bool)> {
     ))
 }
 
+/// `helm template` arguments, and what they render: (PodMonitors, PrometheusRules, whether the
+/// operator pod carries scrape annotations).
+type Case<'a> = (Vec<&'a str>, (usize, usize, bool));
+
 #[test]
 fn monitors_and_rules_render_only_with_the_api_and_their_toggles() -> Result<()> {
     let api = ["--api-versions", API];
-    let cases: Vec<(Vec<&str>, (usize, usize, bool))> = vec![
+    let cases: Vec<Case> = vec![
         // The defaults (auto): nothing without the API, scrape annotations instead.
         (vec![], (0, 0, true)),
         (api.to_vec(), (2, 1, false)),

@@ -9,11 +9,11 @@
 //! No two pods ever read one sales shard: a watch on the job pods (every add, change and
 //! delete the API server sends, not a sample) checks that the pods that exist at any moment
 //! all carry one `tributary.dev/state-id` annotation. The state id changes with every restore
-//! (the first run has none, each rescale runs on its savepoint's id), and so does the shard
+//! (the first run has the id the operator gave it at the first apply, each rescale runs on its savepoint's id), and so does the shard
 //! split, so pods of the old and of the new replica count never exist at the same time. The
 //! API server's view is conservative: the node agent, like a kubelet, removes a pod only after
 //! its process has exited, and a pod exists in the API before its process starts. The test
-//! also checks that the epochs come in order (no state id, then the first savepoint's on
+//! also checks that the epochs come in order (the first state, then the first savepoint's on
 //! ordinals 0..3, then the second's on 0..2) and that each ran every ordinal of its count.
 //!
 //! The events the operator published on the resource are checked as well: for each rescale,
@@ -237,8 +237,14 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
             .iter()
             .map(|(id, o, _)| (id.clone(), o.clone()))
             .collect();
+        // The first state is named by the operator at its first apply.
+        let initial = seen.first().map(|(id, _)| id.clone()).unwrap_or_default();
+        ensure!(
+            initial.starts_with("st-"),
+            "the first state is not named: {initial:?}"
+        );
         let want = vec![
-            (String::new(), BTreeSet::from([0])),
+            (initial.clone(), BTreeSet::from([0])),
             (first.clone(), BTreeSet::from([0, 1, 2])),
             (second.clone(), BTreeSet::from([0, 1])),
         ];

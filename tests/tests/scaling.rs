@@ -251,11 +251,15 @@ async fn shards_mode_follows_update_shard_count_through_savepoints() -> Result<(
         let all = events(&ns)?;
         // (The event recorder folds a repeated reason into a series that keeps its first note,
         // so each kind of decision has a reason of its own.)
-        let scaled: Vec<&(String, String)> =
-            all.iter().filter(|(r, _)| r.starts_with("ShardsScal")).collect();
+        let scaled: Vec<&(String, String)> = all
+            .iter()
+            .filter(|(r, _)| r.starts_with("ShardsScal"))
+            .collect();
         println!("Shards mode events: {scaled:?}");
         ensure!(
-            scaled.iter().any(|(r, n)| r == "ShardsScaledIn" && n.contains("2 -> 1")),
+            scaled
+                .iter()
+                .any(|(r, n)| r == "ShardsScaledIn" && n.contains("2 -> 1")),
             "no scale-in event naming its inputs: {all:?}"
         );
         ensure!(

@@ -415,12 +415,18 @@ fn idle(input: &Input<'_>) -> Decision {
         let statefulset_replicas = if d.stopped { 0 } else { d.replicas };
         // Stopped, it has not split anything yet: the count is recorded once pods run.
         next.running_replicas = (!d.stopped).then_some(job_replicas);
+        // The first state is named at once, so a later Stateless change (a new id) replaces
+        // it: a volume without a name is adopted as it is, never emptied.
+        if next.state_id.is_none() {
+            next.state_id = Some(new_id("st", input.now, d.generation));
+        }
+        let state = next.state();
         return apply(
             next,
             Run {
                 statefulset_replicas,
                 job_replicas,
-                state: rec.state(),
+                state,
             },
         );
     };

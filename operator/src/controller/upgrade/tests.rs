@@ -135,7 +135,10 @@ fn phase(d: &Decision) -> Option<OperationPhase> {
 fn a_new_resource_applies_what_it_asks() {
     let d = desired(H1, 3, UpgradeMode::Savepoint);
     let out = go(&d, &Recorded::default(), &Observed::default(), 0);
-    assert_eq!(out.action, run(3, 3, ""));
+    // The first state is named at once (a later Stateless change then replaces it).
+    let first = out.recorded.state_id.clone().unwrap_or_default();
+    assert!(first.starts_with("st-"), "{first}");
+    assert_eq!(out.action, run(3, 3, &first));
     assert_eq!(out.recorded.running_replicas, Some(3));
     assert_eq!(out.recorded.config_hash.as_deref(), Some(H1));
     assert_eq!(out.recorded.pending, None);
@@ -147,7 +150,8 @@ fn a_new_resource_applies_what_it_asks() {
         ..d.clone()
     };
     let out = go(&stopped, &Recorded::default(), &Observed::default(), 0);
-    assert_eq!(out.action, run(0, 3, ""));
+    let named = out.recorded.state_id.clone().unwrap_or_default();
+    assert_eq!(out.action, run(0, 3, &named));
     assert_eq!(out.recorded.running_replicas, None);
     // ... and resuming it at another count is still a plain apply.
     let resumed = go(
@@ -156,7 +160,7 @@ fn a_new_resource_applies_what_it_asks() {
         &world(0, 0),
         10,
     );
-    assert_eq!(resumed.action, run(5, 5, ""));
+    assert_eq!(resumed.action, run(5, 5, &named), "the name is kept");
 }
 
 #[test]
@@ -1446,11 +1450,13 @@ fn a_simulated_stateless_and_last_state_upgrade_roll_at_one_count() {
     for mode in [UpgradeMode::Stateless, UpgradeMode::LastState] {
         let d1 = desired(H1, 3, mode);
         let mut sim = started(&d1);
+        let first = sim.status.state_id.clone();
+        assert!(first.is_some(), "{mode:?}: the first state is named");
         let d2 = desired(H2, 3, mode);
         sim.drive(&d2, 30, 100, |_| false);
         assert!(sim.converged(&d2), "{mode:?}: {:?}", sim.status);
         assert_eq!(sim.status.last_savepoint, None, "{mode:?}: no savepoint");
-        let fresh = sim.status.state_id.is_some();
+        let fresh = sim.status.state_id != first;
         assert_eq!(fresh, mode == UpgradeMode::Stateless);
     }
 }
