@@ -130,33 +130,11 @@ async fn update_shard_count(fx: &Fixture, target: i32) -> Result<()> {
     Ok(())
 }
 
-/// Reasons and notes of the events on the resource.
+/// Reasons and messages of the events on the resource, oldest first.
 fn events(ns: &str) -> Result<Vec<(String, String)>> {
-    let out = kubectl(&[
-        "-n",
-        ns,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=StreamingEnrichment,involvedObject.name=sales",
-        "-o",
-        "json",
-    ])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    Ok(v["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["note"]
-                    .as_str()
-                    .or(e["message"].as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
+    Ok(tributary_tests::flow::events(ns)?
+        .into_iter()
+        .map(|e| (e.reason, e.message))
         .collect())
 }
 
