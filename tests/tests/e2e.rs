@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use tributary_runtime::r#gen::GenConfig;
-use tributary_tests::cluster::{helm, kubectl};
+use tributary_tests::cluster::kubectl;
 use tributary_tests::eventually;
 use tributary_tests::pipeline::{Fixture, TIMEOUT, small};
 
@@ -55,7 +55,6 @@ async fn helm_install_apply_and_a_killed_runtime_give_exactly_the_oracle() -> Re
     )
     .await?;
     let ns = fx.name.clone();
-    let operator_ns = format!("{ns}-op");
     let result = async {
         fx.install_and_apply("")?;
 
@@ -109,17 +108,6 @@ async fn helm_install_apply_and_a_killed_runtime_give_exactly_the_oracle() -> Re
         Ok(())
     }
     .await;
-    let _ = kubectl(&[
-        "-n",
-        &ns,
-        "delete",
-        "se",
-        "sales",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
-    let _ = helm(&["uninstall", &ns, "--namespace", &operator_ns, "--wait"]);
-    let _ = kubectl(&["delete", "namespace", &ns, &operator_ns, "--wait=false"]);
-    fx.cleanup().await;
+    tributary_tests::flow::teardown(&fx).await;
     result
 }

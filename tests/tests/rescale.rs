@@ -37,11 +37,11 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use kube::Api;
 use tributary_crds::{OperationPhase, StreamingEnrichment, StreamingEnrichmentStatus};
 use tributary_runtime::r#gen::GenConfig;
-use tributary_tests::cluster::{admin_client, helm, kubectl};
+use tributary_tests::cluster::{admin_client, kubectl};
 use tributary_tests::eventually;
 use tributary_tests::flow::{PodLog, watch_pods};
 use tributary_tests::pipeline::{Fixture, small};
@@ -112,35 +112,12 @@ async fn rescaled(
     Ok((phases.into_inner(), id))
 }
 
-/// The events published on the resource as (time, reason, message), oldest first (by
-/// `eventTime`: the operator publishes events.k8s.io events).
+/// The events published on the resource as (time, reason, message), oldest first.
 fn events(ns: &str) -> Result<Vec<(String, String, String)>> {
-    let out = kubectl(&[
-        "-n",
-        ns,
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.kind=StreamingEnrichment,involvedObject.name=sales",
-        "-o",
-        "json",
-    ])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    let text = |e: &serde_json::Value| e.as_str().unwrap_or_default().to_string();
-    let mut events: Vec<(String, String, String)> = v["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .map(|e| {
-            let at = e["eventTime"]
-                .as_str()
-                .or(e["metadata"]["creationTimestamp"].as_str())
-                .unwrap_or_default();
-            (at.to_string(), text(&e["reason"]), text(&e["message"]))
-        })
-        .collect();
-    events.sort();
-    Ok(events)
+    Ok(tributary_tests::flow::events(ns)?
+        .into_iter()
+        .map(|e| (e.at, e.reason, e.message))
+        .collect())
 }
 
 #[tokio::test]
@@ -149,7 +126,6 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fx = Fixture::new("rescale", &data()).await?;
     let ns = fx.name.clone();
-    let operator_ns = format!("{ns}-op");
     let client = admin_client().await?;
     let log = Arc::new(Mutex::new(PodLog::default()));
     let watch = tokio::spawn(watch_pods(
@@ -290,17 +266,6 @@ async fn scaling_a_running_job_up_and_down_through_savepoints_gives_the_oracle_o
     }
     .await;
     watch.abort();
-    let _ = kubectl(&[
-        "-n",
-        &ns,
-        "delete",
-        "se",
-        "sales",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
-    let _ = helm(&["uninstall", &ns, "--namespace", &operator_ns, "--wait"]);
-    let _ = kubectl(&["delete", "namespace", &ns, &operator_ns, "--wait=false"]);
-    fx.cleanup().await;
+    tributary_tests::flow::teardown(&fx).await;
     result
 }

@@ -23,7 +23,7 @@ use kube::Api;
 use tributary_crds::conditions::{ConditionType, get_condition};
 use tributary_crds::{OperationPhase, StreamingEnrichment, StreamingEnrichmentStatus};
 use tributary_runtime::r#gen::GenConfig;
-use tributary_tests::cluster::{admin_client, helm, kubectl};
+use tributary_tests::cluster::{admin_client, kubectl};
 use tributary_tests::eventually;
 use tributary_tests::pipeline::{Fixture, small};
 
@@ -52,33 +52,6 @@ fn shards_mode(fx: &Fixture) -> String {
 fn install(fx: &Fixture, yaml: &str, check_secs: u64) -> Result<()> {
     let interval = format!("sourcesCheckIntervalSeconds={check_secs}");
     fx.install_and_apply_yaml(&["--set", &interval], yaml)
-}
-
-fn uninstall(fx: &Fixture) {
-    let ns = &fx.name;
-    let _ = kubectl(&[
-        "-n",
-        ns,
-        "delete",
-        "se",
-        "sales",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
-    let _ = helm(&[
-        "uninstall",
-        ns,
-        "--namespace",
-        &format!("{ns}-op"),
-        "--wait",
-    ]);
-    let _ = kubectl(&[
-        "delete",
-        "namespace",
-        ns,
-        &format!("{ns}-op"),
-        "--wait=false",
-    ]);
 }
 
 async fn status(api: &Api<StreamingEnrichment>) -> Result<StreamingEnrichmentStatus> {
@@ -249,8 +222,7 @@ async fn shards_mode_follows_update_shard_count_through_savepoints() -> Result<(
         Ok(())
     }
     .await;
-    uninstall(&fx);
-    fx.cleanup().await;
+    tributary_tests::flow::teardown(&fx).await;
     result
 }
 
@@ -299,8 +271,7 @@ async fn a_missing_stream_makes_sources_unhealthy_with_the_reason() -> Result<()
         Ok(())
     }
     .await;
-    uninstall(&fx);
-    fx.cleanup().await;
+    tributary_tests::flow::teardown(&fx).await;
     result
 }
 
@@ -392,7 +363,6 @@ async fn two_replicas_on_enhanced_fan_out_each_have_their_consumer() -> Result<(
         Ok(())
     }
     .await;
-    uninstall(&fx);
-    fx.cleanup().await;
+    tributary_tests::flow::teardown(&fx).await;
     result
 }

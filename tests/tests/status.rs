@@ -20,7 +20,7 @@ use kube::Api;
 use tributary_crds::StreamingEnrichment;
 use tributary_crds::conditions::{ConditionType, get_condition};
 use tributary_runtime::r#gen::GenConfig;
-use tributary_tests::cluster::{admin_client, helm, kubectl};
+use tributary_tests::cluster::{admin_client, kubectl};
 use tributary_tests::faults::BulkFaultProxy;
 use tributary_tests::pipeline::{Fixture, small};
 use tributary_tests::{eventually, stack_var};
@@ -156,29 +156,6 @@ async fn a_refused_sink_is_reported_and_the_pipeline_recovers_without_loss() -> 
         Ok(())
     }
     .await;
-    let _ = kubectl(&[
-        "-n",
-        &ns,
-        "delete",
-        "se",
-        "sales",
-        "--wait=true",
-        "--timeout=60s",
-    ]);
-    let _ = helm(&[
-        "uninstall",
-        &ns,
-        "--namespace",
-        &format!("{ns}-op"),
-        "--wait",
-    ]);
-    let _ = kubectl(&[
-        "delete",
-        "namespace",
-        &ns,
-        &format!("{ns}-op"),
-        "--wait=false",
-    ]);
-    fx.cleanup().await;
+    tributary_tests::flow::teardown(&fx).await;
     result
 }
